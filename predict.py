@@ -1,0 +1,177 @@
+"""Predict with a trained run: test-time augmentation, submission.csv, and a score when labels exist.
+
+Usage:
+    python predict.py --tta 8                       # latest run in runs/, the test/ folder of its data
+    python predict.py --run runs/NAME --data ../shared/data/vehicles6 --tta 4
+    python predict.py --split val                   # the run's own validation images (always labeled)
+
+Writes into the run folder:
+    submission.csv            ids and labels in sample_submission.csv's order and columns (else id,label)
+    test_predictions.csv      id, predicted label, confidence and every class probability (for ensembles)
+    test_report.md            when labels exist (a labeled test/ or solution.csv): accuracy with and
+                              without TTA (Public/Private when solution.csv has a Usage column),
+                              per-class report; and test_confusion_matrix.png
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+from tqdm import tqdm
+
+from augment import build_transform, tta_views, view_probs
+from data import IMAGE_EXTS, ImageDataset, Split, make_loader, read_dataset, resolve_data_dir
+from models import build_model
+from utils import UserError, amp_dtype, latest_run, load_checkpoint, pick_device, read_csv, run_cli
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", help="run folder (default: the latest under runs/)")
+    p.add_argument("--data", help="competition folder (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", choices=("test", "val"))
+    p.add_argument("--tta", type=int, default=1, help="number of test-time views (1: none)")
+    p.add_argument("--solution", help="id,label[,Usage] CSV to score test predictions (default: DATA/solution.csv)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=min(8, max(0, (torch.get_num_threads() or 1) - 1)))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    return p.parse_args(argv)
+
+
+def load_model(run_dir, device):
+    """The run's best model (EMA weights when it kept them) and its checkpoint."""
+    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
+    model, _, _ = build_model(ckpt["arch"], len(ckpt["classes"]), pretrained=False, attention=ckpt["attention"],
+                              drop=ckpt["drop"])
+    weights = ckpt["model"]
+    if ckpt.get("ema"):
+        weights = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise UserError(f"{run_dir}/best.pt does not match its {ckpt['arch']} model: {str(e).splitlines()[0]}") from None
+    return model.to(device, memory_format=torch.channels_last).eval(), ckpt
+
+
+def images_to_predict(args, ds, run_dir):
+    if args.split == "val":
+        if ds["val"] is not None:
+            return ds["val"]
+        rows = [r for r in read_csv(Path(run_dir) / "val_split.csv") if r["split"] == "val"]
+        return Split([Path(r["file"]) for r in rows], [r["label"] for r in rows])
+    if ds["test"] is None:
+        raise UserError(f"{ds['dir']} has no test/ folder to predict (use --split val for the validation images)")
+    return ds["test"]
+
+
+def true_labels(split, solution_csv, classes):
+    """Labels from a labeled folder or from solution.csv, plus each image's Usage (or None)."""
+    if split.labels is not None:
+        return split.labels, None
+    if solution_csv is None:
+        return None, None
+    rows = {r["id"]: r for r in read_csv(solution_csv)}
+    missing = [i for i in split.ids if i not in rows]
+    if missing:
+        raise UserError(f"{solution_csv} has no row for {len(missing)} test images (first: {missing[0]})")
+    labels = [rows[i]["label"] for i in split.ids]
+    unknown = set(labels) - set(classes)
+    if unknown:
+        raise UserError(f"{solution_csv} has labels the model does not know: {sorted(unknown)}")
+    usage = [rows[i].get("Usage") for i in split.ids]
+    return labels, usage if all(usage) else None
+
+
+def write_submission(path, ids, labels, sample_csv):
+    """In sample_submission.csv's id order and column names when there is one, else id,label sorted by id."""
+    predicted = dict(zip(ids, labels))
+    if sample_csv is None:
+        header, order = ["id", "label"], sorted(ids)
+    else:
+        rows = read_csv(sample_csv)
+        header = list(rows[0]) if rows else ["id", "label"]
+        order = [r[header[0]] for r in rows]
+    key = lambda i: Path(i).stem if Path(i).suffix.lower() in IMAGE_EXTS else i  # ids given with extensions
+    missing = [i for i in order if key(i) not in predicted]
+    if missing:
+        raise UserError(f"{sample_csv} lists {len(missing)} ids with no image in test/ (first: {missing[0]})")
+    lines = [f"{header[0]},{header[1]}"] + [f"{i},{predicted[key(i)]}" for i in order]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def score_report(path, classes, labels, plain, tta, usage, n_views, cm_path):
+    """Markdown with accuracy (plain and TTA, per leaderboard half) and sklearn's per-class report."""
+    labels, plain, tta = np.asarray(labels), np.asarray(plain), np.asarray(tta)
+    lines = [f"# Scores on {len(labels)} images", "", "| subset | images | accuracy | accuracy with TTA |",
+             "|---|---|---|---|"]
+    subsets = [("all", np.ones(len(labels), bool))]
+    if usage is not None:
+        subsets += [(u, np.asarray(usage) == u) for u in sorted(set(usage))]
+    for name, mask in subsets:
+        lines.append(f"| {name} | {mask.sum()} | {(plain[mask] == labels[mask]).mean():.4f} | "
+                     f"{(tta[mask] == labels[mask]).mean():.4f} |")
+    lines += ["", f"TTA: {n_views} views.", "", "Per class (with TTA):", "", "```",
+              classification_report(labels, tta, labels=classes, digits=4, zero_division=0), "```",
+              "", f"![confusion matrix]({Path(cm_path).name})"]
+    Path(path).write_text("\n".join(lines) + "\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(max(5, len(classes) * 0.7), max(4, len(classes) * 0.6)))
+    ConfusionMatrixDisplay.from_predictions(labels, tta, labels=classes, ax=ax, xticks_rotation=45, colorbar=False)
+    ax.set_title("confusion matrix (rows: true, columns: predicted)")
+    fig.tight_layout()
+    fig.savefig(cm_path, dpi=100)
+    plt.close(fig)
+    return "\n".join(lines[2:4 + len(subsets)])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run_dir = Path(args.run) if args.run else latest_run()
+    device = pick_device(args.device)
+    model, ckpt = load_model(run_dir, device)
+    classes = ckpt["classes"]
+    ds = read_dataset(resolve_data_dir(args.data or ckpt["args"].get("data")))
+    split = images_to_predict(args, ds, run_dir)
+    views = tta_views(args.tta, ckpt["aug"])
+    print(f"{run_dir}: {ckpt['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} {args.split} images, "
+          f"{len(views)} view(s) each")
+
+    transform = build_transform("none", ckpt["img_size"], ckpt["mean"], ckpt["std"], ckpt["upscale"])
+    loader = make_loader(ImageDataset(split.paths, [-1] * len(split.paths), transform, views), args.batch_size,
+                         args.workers, device)
+    dtype = amp_dtype(device, args.amp)
+    probs = []
+    for images, _ in tqdm(loader, desc="predict", disable=None):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            probs.append(view_probs(model, images.to(device, non_blocking=True)).cpu())
+    probs = torch.cat(probs, dim=1)  # (views, images, classes)
+    plain = [classes[i] for i in probs[0].argmax(1)]
+    mean_probs = probs.mean(0)
+    tta = [classes[i] for i in mean_probs.argmax(1)]
+
+    prefix = run_dir / args.split
+    with open(f"{prefix}_predictions.csv", "w") as f:
+        f.write("id,label,confidence," + ",".join(classes) + "\n")
+        for i, label, p in zip(split.ids, tta, mean_probs.tolist()):
+            f.write(f"{i},{label},{max(p):.5f}," + ",".join(f"{v:.5f}" for v in p) + "\n")
+    if args.split == "test":
+        write_submission(run_dir / "submission.csv", split.ids, tta, ds["sample_submission"])
+        print(f"wrote {run_dir / 'submission.csv'}")
+
+    solution = args.solution or (ds["solution"] if args.split == "test" else None)
+    labels, usage = true_labels(split, solution, classes)
+    if labels is None:
+        print("no labels for these images (no labeled folder, no solution.csv): nothing to score")
+        return
+    table = score_report(f"{prefix}_report.md", classes, labels, plain, tta, usage, len(views),
+                         f"{prefix}_confusion_matrix.png")
+    print(table)
+    print(f"wrote {prefix}_report.md and {prefix}_confusion_matrix.png")
+
+
+if __name__ == "__main__":
+    run_cli(main)

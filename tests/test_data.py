@@ -1,0 +1,147 @@
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import data
+from conftest import make_competition
+from utils import UserError
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "LA", "1"])
+def test_every_image_mode_becomes_rgb(tmp_path, mode):
+    src = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    im = src.convert("I;16") if mode == "I;16" else src.convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("I;16", "CMYK") else "x.png")
+    im.save(path)
+    a = data.load_rgb(path)
+    assert a.shape == (20, 30, 3) and a.dtype == np.uint8
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    im = Image.new("RGB", (40, 20))
+    exif = im.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    im.save(tmp_path / "r.jpg", exif=exif)
+    assert data.load_rgb(tmp_path / "r.jpg").shape == (40, 20, 3)
+
+
+def test_sixteen_bit_range_is_scaled_not_clipped(tmp_path):
+    a = np.linspace(0, 60000, 64, dtype=np.uint16).reshape(8, 8)
+    Image.fromarray(a).save(tmp_path / "deep.png")
+    rgb = data.load_rgb(tmp_path / "deep.png")
+    assert rgb.max() == 255 and rgb.min() == 0 and len(np.unique(rgb)) > 30
+
+
+def test_unreadable_images_are_skipped_with_a_warning(competition):
+    (competition / "train" / "red" / "broken.png").write_bytes(b"not an image")
+    good = competition / "train" / "red" / "red0.png"
+    (competition / "train" / "red" / "truncated.jpg").write_bytes(_jpeg_bytes(good)[:200])
+    with pytest.warns(UserWarning, match="skipping unreadable image") as record:
+        ds = data.read_dataset(competition)
+    assert {str(w.message).split(":")[0] for w in record} == {
+        f"skipping unreadable image {competition}/train/red/broken.png",
+        f"skipping unreadable image {competition}/train/red/truncated.jpg"}
+    assert len(ds["train"].paths) == 48
+
+
+def _jpeg_bytes(path):
+    buf = io.BytesIO()
+    Image.open(path).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_layout_errors_are_one_line(tmp_path, competition):
+    with pytest.raises(UserError, match="data folder not found"):
+        data.resolve_data_dir(str(tmp_path / "nowhere"))
+    (competition / "train" / "empty").mkdir()
+    with pytest.raises(UserError, match="class folder .*empty has no images"):
+        data.read_dataset(competition)
+    with pytest.raises(UserError, match="has no train/ folder"):
+        data.read_dataset(tmp_path)
+
+
+def test_flat_train_folder_with_csv(tmp_path, competition):
+    flat = tmp_path / "flat"
+    (flat / "train").mkdir(parents=True)
+    rows = []
+    for path in sorted((competition / "train").glob("*/*.png")):
+        (flat / "train" / path.name).write_bytes(path.read_bytes())
+        rows.append(f"{path.stem},{path.parent.name}")  # ids without extension, as Kaggle often gives them
+    (flat / "train.csv").write_text("image_id,label\n" + "\n".join(rows) + "\n")
+    ds = data.read_dataset(flat)
+    assert ds["classes"] == ["blue", "green", "red"] and len(ds["train"].paths) == 48
+    assert ds["train"].labels[ds["train"].ids.index("green3")] == "green"
+
+
+def test_unlabeled_test_and_csvs_are_found(competition):
+    ds = data.read_dataset(competition)
+    assert ds["test"].labels is None and len(ds["test"].paths) == 9
+    assert ds["sample_submission"].name == "sample_submission.csv" and ds["solution"].name == "solution.csv"
+
+
+def test_split_is_stratified_reproducible_and_keeps_duplicates_together(tmp_path):
+    comp = make_competition(tmp_path / "c", per_class=40)
+    for name in ("red", "green", "blue"):  # exact copies under other names: must land beside their original
+        for i in range(0, 40, 5):
+            src = comp / "train" / name / f"{name}{i}.png"
+            (comp / "train" / name / f"copy{name}{i}.png").write_bytes(src.read_bytes())
+    data.split_dataset(comp, tmp_path / "s1", val=0.2, test=0.2, seed=3, block=0)
+    data.split_dataset(comp, tmp_path / "s2", val=0.2, test=0.2, seed=3, block=0)
+    manifest = lambda d: sorted((tmp_path / d / "manifest.csv").read_text().splitlines())
+    assert manifest("s1") == manifest("s2")
+    where = {}
+    for part in ("train", "val", "test"):
+        files = list((tmp_path / "s1" / part).glob("*/*.png"))
+        assert {f.parent.name for f in files} == {"red", "green", "blue"}  # every class on every side
+        where.update({f.name: part for f in files})
+    assert len(where) == 144
+    for name in ("red", "green", "blue"):
+        for i in range(0, 40, 5):
+            assert where[f"copy{name}{i}.png"] == where[f"{name}{i}.png"]
+    with pytest.raises(UserError, match="exists"):
+        data.split_dataset(comp, tmp_path / "s1", val=0.2, test=0.2, seed=3, block=0)
+
+
+def test_numbered_frames_are_grouped_in_blocks(competition):
+    train = data.read_dataset(competition)["train"]
+    groups = data.duplicate_groups(train, block=5)
+    by_file = dict(zip((p.name for p in train.paths), groups))
+    assert by_file["red0.png"] == by_file["red4.png"] != by_file["red5.png"]
+    assert by_file["red0.png"] != by_file["green0.png"]
+
+
+def test_builtin_dataset_is_a_competition_folder(tmp_path):
+    data.build_builtin_dataset(tmp_path / "digits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = data.read_dataset(tmp_path / "digits")
+    assert len(ds["classes"]) == 10
+    assert len(ds["train"].paths) + len(ds["test"].paths) == 1797
+    assert len((tmp_path / "digits" / "sample_submission.csv").read_text().splitlines()) == len(ds["test"].paths) + 1
+
+
+def test_eda_writes_report_and_plots(competition, tmp_path):
+    data.eda(competition, tmp_path / "eda")
+    report = (tmp_path / "eda" / "eda.md").read_text()
+    assert "imbalance ratio (largest / smallest class): 1.0" in report
+    for png in ("class_balance.png", "examples.png", "sizes.png"):
+        assert (tmp_path / "eda" / png).stat().st_size > 1000
+
+
+def test_augmentation_draws_are_independent_and_reproducible():
+    """Both flips at p=0.5 must give all four combinations, and a reseeded pipeline the same draws."""
+    from augment import build_transform
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[0, 0] = 255  # the bright corner tells which flips were applied
+    dataset = data.ImageDataset([None], [0], build_transform("light", 8, (0, 0, 0), (1, 1, 1)))
+
+    def corners(seed):
+        data.reseed(dataset.transform, seed)
+        out = [dataset.transform(image=image)["image"] for _ in range(64)]
+        return [tuple(int(i) for i in np.unravel_index(int(o[0].argmax()), (8, 8))) for o in out]
+
+    assert set(corners(1)) == {(0, 0), (0, 7), (7, 0), (7, 7)}
+    assert corners(1) == corners(1) != corners(2)

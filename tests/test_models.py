@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+import models
+
+
+@pytest.mark.parametrize("block", [models.SE, models.CBAM])
+def test_attention_keeps_shape_and_reweights(block):
+    x = torch.randn(2, 32, 7, 5)
+    y = block(32)(x)
+    assert y.shape == x.shape and not torch.allclose(x, y)
+
+
+@pytest.mark.parametrize("arch", ["smallcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_large", "convnext_tiny"])
+@pytest.mark.parametrize("attention", ["none", "se", "cbam"])
+def test_every_model_gives_one_logit_per_class(arch, attention):
+    model, mean, std = models.build_model(arch, 7, attention=attention, drop=0.2)
+    model.eval()
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7) and len(mean) == len(std) == 3
+    if attention != "none":
+        kinds = {type(m).__name__ for m in model.modules()}
+        assert {"se": "SE", "cbam": "CBAM"}[attention] in kinds
+
+
+def test_offline_imagenet_weights_are_real():
+    """scikit-learn's flower photo is a daisy: ImageNet class 985 must be in the top 5."""
+    top5 = models.imagenet_top5("efficientnet_lite0")
+    assert 985 in [index for index, _ in top5]
+
+
+def test_pretrained_backbone_loads_the_packaged_weights():
+    model, mean, std = models.build_model("efficientnet_lite0", 3, pretrained=True)
+    weights = models.lite_weights("efficientnet_lite0")
+    assert torch.equal(model.features[0].weight, weights["_conv_stem.weight"])
+    assert mean == (0.5, 0.5, 0.5)
+
+
+def test_unknown_or_impossible_choices_are_user_errors():
+    with pytest.raises(models.UserError):
+        models.build_model("smallcnn", 3, pretrained=True)
+    with pytest.raises(models.UserError):
+        models.build_model("vgg11", 3)

@@ -1,0 +1,66 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import predict
+from augment import build_transform, tta_views, view_probs
+from models import build_model
+from utils import UserError
+
+
+def test_tta_views_are_batched_and_view_zero_is_the_plain_prediction():
+    model, _, _ = build_model("smallcnn", 4)
+    model.eval()
+    image = np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    views = tta_views(8, "light")
+    assert all(v(image).ndim == 3 for v in views) and views[1](image)[0, 0].tolist() == image[0, -1].tolist()
+    transform = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3)
+    stacked = torch.stack([torch.stack([transform(image=np.ascontiguousarray(v(image)))["image"] for v in views])] * 3)
+    probs = view_probs(model, stacked)
+    assert probs.shape == (8, 3, 4)
+    assert torch.allclose(probs.sum(-1), torch.ones(8, 3))
+    assert torch.allclose(probs[0], model(stacked[:, 0]).softmax(1), atol=1e-5)
+    assert not torch.allclose(probs[0], probs[1])  # a flipped view is a different input
+    assert len(tta_views(2, "none")) == 2 and tta_views(2, "none")[1](image).shape == (36, 27, 3)
+    with pytest.raises(UserError):
+        tta_views(50, "light")
+
+
+def test_submission_follows_sample_submission(trained_run, monkeypatch):
+    work, data, run_dir = trained_run
+    monkeypatch.chdir(work)
+    predict.main(["--run", str(run_dir), "--tta", "4", "--workers", "0"])
+    with open(run_dir / "submission.csv") as f:
+        rows = list(csv.reader(f))
+    sample = (data / "sample_submission.csv").read_text().splitlines()
+    assert rows[0] == ["id", "category"]
+    assert [r[0] for r in rows[1:]] == [line.split(",")[0] for line in sample[1:]]
+    assert {r[1] for r in rows[1:]} <= {"red", "green", "blue"}
+    report = (run_dir / "test_report.md").read_text()
+    assert "| Public |" in report and "| Private |" in report and "accuracy with TTA" in report
+    assert (run_dir / "test_confusion_matrix.png").is_file()
+    with open(run_dir / "test_predictions.csv") as f:
+        preds = list(csv.DictReader(f))
+    assert len(preds) == 9 and abs(sum(float(preds[0][c]) for c in ("red", "green", "blue")) - 1) < 1e-3
+
+
+def test_latest_run_is_the_default(trained_run, monkeypatch, capsys):
+    work, _, run_dir = trained_run
+    monkeypatch.chdir(work)
+    predict.main(["--split", "val", "--workers", "0"])
+    assert "runs/tiny" in capsys.readouterr().out
+    assert (run_dir / "val_report.md").is_file()
+
+
+def test_wrong_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "best.pt").write_bytes(b"this is not a checkpoint")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        predict.main(["--run", str(tmp_path)])
+    torch.save({"something": 1}, tmp_path / "best.pt")
+    with pytest.raises(UserError, match="not a checkpoint written by train.py"):
+        predict.main(["--run", str(tmp_path)])
+    with pytest.raises(UserError, match="no run with best.pt"):
+        predict.main([])  # no runs/ folder in the test's working directory

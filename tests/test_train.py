@@ -1,0 +1,121 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from utils import UserError
+
+
+def read_log(run_dir):
+    with open(run_dir / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def tiny_args(data, *extra):
+    return ["--data", str(data), "--img-size", "32", "--batch-size", "8", "--workers", "0", "--block", "4", *extra]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_focal_loss_at_gamma_zero_is_cross_entropy(weighted, smoothing):
+    torch.manual_seed(0)
+    logits, target = torch.randn(16, 5), torch.randint(0, 5, (16,))
+    weight = torch.rand(5) + 0.5 if weighted else None
+    focal = train.FocalLoss(0.0, weight, smoothing)(logits, target)
+    ce = F.cross_entropy(logits, target, weight=weight, label_smoothing=smoothing)
+    assert torch.allclose(focal, ce, atol=1e-6)
+    assert train.FocalLoss(2.0, weight, smoothing)(logits, target) < ce  # and down-weights easy examples
+
+
+def test_schedule_rises_linearly_to_peak_at_end_of_warmup_then_anneals():
+    factor = train.warmup_one_cycle(warmup_steps=10, total_steps=50)
+    values = [factor(s) for s in range(50)]
+    assert np.allclose(values[:10], np.arange(1, 11) / 10)  # linear, peak exactly at the last warmup step
+    assert max(values) == values[9] == 1.0
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))  # then never rises again
+    assert values[-1] < 0.02
+
+
+def test_sampler_draws_rare_classes_as_often_as_common_ones():
+    targets = np.array([0] * 90 + [1] * 10)
+    drawn = targets[list(train.make_sampler(targets, 2, seed=0))]
+    assert len(drawn) == 100
+    draws = np.array([targets[list(train.make_sampler(targets, 2, seed=s))].mean() for s in range(20)])
+    assert abs(draws.mean() - 0.5) < 0.05  # a plain shuffle would give 0.1
+
+
+def test_switch_to_focal_epoch():
+    args = train.parse_args(["--switch-to-focal-epoch", "3"])
+    assert [train.make_criterion(args, e, None)[1] for e in (1, 2, 3, 4)] == ["ce", "ce", "focal", "focal"]
+    assert train.make_criterion(args, 3, None)[0].gamma == args.focal_gamma
+
+
+def test_defaults_follow_the_model_kind():
+    scratch, pretrained = train.parse_args([]), train.parse_args(["--pretrained"])
+    assert (scratch.arch, scratch.img_size, scratch.epochs) == ("smallcnn", 64, 10)
+    assert (pretrained.arch, pretrained.img_size, pretrained.epochs) == ("efficientnet_lite0", 128, 5)
+
+
+def test_run_folder_has_config_log_curves_and_checkpoints(trained_run):
+    _, _, run_dir = trained_run
+    for name in ("config.json", "log.csv", "curves.png", "best.pt", "last.pt", "val_split.csv"):
+        assert (run_dir / name).is_file(), name
+    rows = read_log(run_dir)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"lr", "train_loss", "val_loss", "val_acc", "val_f1", "seconds"} <= set(rows[0])
+    assert "torch" in (run_dir / "config.json").read_text()
+
+
+def test_early_stopping_stops(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a learning rate of zero cannot improve anything: patience 2 stops after epoch 3 of 10
+    run_dir = train.main(tiny_args(competition, "--epochs", "10", "--lr", "0", "--patience", "2", "--monitor",
+                                   "val_loss", "--name", "stop"))
+    assert len(read_log(tmp_path / run_dir)) == 3
+
+
+def test_resume_continues_the_same_run_exactly(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = tiny_args(competition, "--epochs", "3", "--ema", "0.9", "--balance", "sampler", "--aug", "heavy")
+    train.main(common + ["--name", "whole"])
+
+    real_save = train.save_checkpoint
+
+    def crash_after_epoch_2(state, is_best, run_dir):
+        real_save(state, is_best, run_dir)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(common + ["--name", "crashed"])
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert train.main(["--resume", "runs/crashed", "--workers", "0"]).name == "crashed"
+
+    whole, resumed = read_log(tmp_path / "runs/whole"), read_log(tmp_path / "runs/crashed")
+    assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
+    for key in ("train_loss", "val_loss", "lr"):
+        assert math.isclose(float(whole[2][key]), float(resumed[2][key]), rel_tol=1e-5), key
+
+
+def test_resume_refuses_a_wrong_file(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"junk")
+    with pytest.raises(UserError):
+        train.main(["--resume", str(tmp_path / "nothing")])
+
+
+def test_freeze_epochs_train_only_the_head(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--freeze-epochs", "1", "--name", "frozen",
+                                              "--ema", "0"))
+    state = torch.load(run_dir / "last.pt", weights_only=False)
+    from models import build_model
+    torch.manual_seed(0)
+    fresh, _, _ = build_model("smallcnn", 3)
+    first_conv = next(k for k in state["model"] if k.startswith("features.") and k.endswith("weight"))
+    assert torch.equal(state["model"][first_conv], fresh.state_dict()[first_conv])  # untouched backbone
+    assert read_log(run_dir)[0]["head_only"] == "True"

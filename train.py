@@ -1,0 +1,292 @@
+"""Train an image classifier on a competition folder: one explicit loop, every run in runs/NAME/.
+
+Usage:
+    python train.py                                    # built-in digits set (or ./data), small CNN
+    python train.py --pretrained --aug heavy           # efficientnet_lite0, ImageNet weights, 128 px
+    python train.py --data ../shared/data/vehicles6 --arch smallcnn --aug light
+    python train.py --balance sampler --loss ce --switch-to-focal-epoch 5 --ema 0.999
+    python train.py --resume runs/NAME                 # continue an interrupted run from last.pt
+
+The loop: AMP (bf16/fp16 on CUDA), AdamW or SGD, per-batch learning rate with a linear warmup into
+OneCycle's cosine annealing, cross-entropy or focal loss (optionally switching from CE to focal at
+an epoch), label smoothing, class balancing (sampler or loss weights), EMA of weights, head-only
+epochs for pretrained backbones, early stopping, best.pt on improvement and last.pt every epoch.
+Validation uses val/ when the folder has one, else a stratified split of train/ that keeps
+near-duplicates (consecutive frames) on one side.
+
+Each run folder holds config.json (arguments, package versions, git commit), log.csv (one row per
+epoch), curves.png (redrawn every epoch), val_split.csv, best.pt and last.pt.
+"""
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from augment import AUGMENTATIONS, UPSCALE, build_transform
+from data import ImageDataset, duplicate_groups, make_loader, read_dataset, resolve_data_dir, stratified_group_split
+from models import ARCHS, ATTENTIONS, build_model
+from utils import (RUNS_DIR, UserError, amp_dtype, append_csv, environment, new_run_dir, pick_device, plot_curves,
+                   read_csv, run_cli, save_checkpoint, seed_everything, write_json)
+
+# What --img-size, --epochs and --lr become when not given: the small CNN trains from scratch at
+# 64 px; backbones downsample 32x, so small images are upscaled to 128 px for them.
+DEFAULTS = {"smallcnn": dict(img_size=64, epochs=10, lr=3e-3),
+            "backbone": dict(img_size=128, epochs=5, lr=1e-3)}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
+    p.add_argument("--arch", choices=ARCHS, help="default: smallcnn, or efficientnet_lite0 with --pretrained")
+    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
+    p.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
+    p.add_argument("--drop", type=float, default=0.0, help="dropout before the head")
+    p.add_argument("--img-size", type=int, help="input size (default 64 from scratch, 128 pretrained)")
+    p.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when resizing")
+    p.add_argument("--aug", default="light", choices=AUGMENTATIONS)
+    p.add_argument("--epochs", type=int, help="default 10 from scratch, 5 pretrained")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    p.add_argument("--lr", type=float, help="peak learning rate (default 3e-3 from scratch, 1e-3 pretrained)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the annealing")
+    p.add_argument("--freeze-epochs", type=int, default=0, help="train only the head for the first N epochs")
+    p.add_argument("--loss", default="ce", choices=("ce", "focal"))
+    p.add_argument("--focal-gamma", type=float, default=2.0)
+    p.add_argument("--switch-to-focal-epoch", type=int, default=0, help="use focal loss from this epoch on (0: never)")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--balance", default="none", choices=("none", "sampler", "weights"),
+                   help="WeightedRandomSampler, or inverse-frequency class weights in the loss")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
+    p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_loss", "val_f1"))
+    p.add_argument("--patience", type=int, default=5, help="stop after N epochs without improvement")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ when there is no val/")
+    p.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=min(8, max(0, (torch.get_num_threads() or 1) - 1)))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
+    args = p.parse_args(argv)
+    args.arch = args.arch or ("efficientnet_lite0" if args.pretrained else "smallcnn")
+    for key, value in DEFAULTS["smallcnn" if args.arch == "smallcnn" else "backbone"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_true)^gamma, so examples the
+    model already gets right count less. gamma=0 is exactly cross-entropy, weights and smoothing included."""
+
+    def __init__(self, gamma=2.0, weight=None, label_smoothing=0.0):
+        super().__init__()
+        self.gamma, self.label_smoothing = gamma, label_smoothing
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits, target):
+        logits = logits.float()
+        ce = F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.label_smoothing, reduction="none")
+        p_true = logits.softmax(1).gather(1, target[:, None]).squeeze(1)
+        loss = (1 - p_true).pow(self.gamma) * ce
+        return loss.sum() / (self.weight[target].sum() if self.weight is not None else len(target))
+
+
+def warmup_one_cycle(warmup_steps, total_steps, final_factor=1e-2):
+    """LR factor per step: linear rise to the peak over the warmup, then OneCycle's cosine annealing
+    to final_factor of the peak. (torch's OneCycleLR warms up along a cosine, not linearly.)"""
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def class_counts(targets, num_classes):
+    return np.bincount(targets, minlength=num_classes)
+
+
+def make_sampler(targets, num_classes, seed):
+    """Each class drawn equally often: sample weight 1 / (images in its class)."""
+    weights = 1.0 / class_counts(targets, num_classes)[targets]
+    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(targets),
+                                                  replacement=True, generator=torch.Generator().manual_seed(seed))
+
+
+def make_criterion(args, epoch, class_weights):
+    """CE, or focal from the start (--loss focal) or from --switch-to-focal-epoch on."""
+    focal = args.loss == "focal" or 0 < args.switch_to_focal_epoch <= epoch
+    return FocalLoss(args.focal_gamma if focal else 0.0, class_weights, args.label_smoothing), "focal" if focal else "ce"
+
+
+def split_train_val(ds, args):
+    """val/ when the folder has one, else a leak-free stratified split of train/."""
+    if ds["val"] is not None:
+        return ds["train"], ds["val"]
+    train = ds["train"]
+    groups = duplicate_groups(train, args.block)
+    keep, held = stratified_group_split(train.labels, groups, args.val_fraction, args.seed)
+    return train.subset(keep), train.subset(held)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, ema, device, dtype, desc):
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, targets in tqdm(loader, desc=desc, leave=False, disable=None):
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images)
+        loss = criterion(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+    return total_loss / seen, correct / seen
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, dtype):
+    """Mean cross-entropy, accuracy and macro-F1 on a labeled loader."""
+    model.eval()
+    losses, preds, labels = [], [], []
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images).float()
+        losses.append(F.cross_entropy(logits, targets.to(device), reduction="sum").item())
+        preds.append(logits.argmax(1).cpu())
+        labels.append(targets)
+    preds, labels = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    return {"val_loss": sum(losses) / len(labels), "val_acc": float((preds == labels).mean()),
+            "val_f1": float(f1_score(labels, preds, average="macro"))}
+
+
+def start_or_resume(args):
+    """(args, run folder, last.pt state or None). A resumed run takes its saved settings."""
+    if not args.resume:
+        run_dir = new_run_dir(args.name or f"{args.arch}-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}")
+        write_json(run_dir / "config.json", {"args": vars(args), "environment": environment()})
+        return args, run_dir, None
+    last = Path(args.resume)
+    last = last / "last.pt" if last.is_dir() else last
+    if not last.is_file():
+        raise UserError(f"--resume: {last} not found")
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise UserError(f"--resume: {last} is not a last.pt written by train.py")
+    saved = argparse.Namespace(**state["args"])
+    saved.workers, saved.device = args.workers, args.device  # where it runs now may differ
+    print(f"resuming {last.parent} after epoch {state['epoch']}")
+    return saved, last.parent, state
+
+
+def main(argv=None):
+    args, run_dir, resumed = start_or_resume(parse_args(argv))
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    dtype = amp_dtype(device, args.amp)
+    torch.backends.cudnn.benchmark = True
+
+    ds = read_dataset(resolve_data_dir(args.data))
+    classes = ds["classes"]
+    train, val = split_train_val(ds, args)
+    if resumed is None:
+        for split_name, split in (("train", train), ("val", val)):
+            for path, label in zip(split.paths, split.labels):
+                append_csv(run_dir / "val_split.csv", {"split": split_name, "label": label, "file": path})
+    to_index = {c: i for i, c in enumerate(classes)}
+    train_targets = np.array([to_index[c] for c in train.labels])
+    counts = class_counts(train_targets, len(classes))
+    print(f"{len(classes)} classes; train {len(train.paths)} images, val {len(val.paths)}; "
+          f"smallest class {counts.min()}, largest {counts.max()}")
+
+    model, mean, std = build_model(args.arch, len(classes), args.pretrained, args.attention, args.drop)
+    model = model.to(device, memory_format=torch.channels_last)
+    train_set = ImageDataset(train.paths, train_targets, build_transform(args.aug, args.img_size, mean, std, args.upscale))
+    val_set = ImageDataset(val.paths, [to_index[c] for c in val.labels],
+                           build_transform("none", args.img_size, mean, std, args.upscale))
+    val_loader = make_loader(val_set, args.batch_size * 2, args.workers, device)
+
+    steps_per_epoch = len(train_set) // args.batch_size if len(train_set) > args.batch_size else 1
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=args.weight_decay)
+    schedule = warmup_one_cycle(round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    class_weights = None
+    if args.balance == "weights":  # inverse frequency, scaled so an average image weighs 1
+        class_weights = torch.tensor(len(train_targets) / (len(classes) * counts), dtype=torch.float32, device=device)
+
+    start_epoch, best_score, bad_epochs = 1, None, 0
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        scaler.load_state_dict(resumed["scaler"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema"])
+        start_epoch, best_score, bad_epochs = resumed["epoch"] + 1, resumed["best_score"], resumed["bad_epochs"]
+
+    sign = -1 if args.monitor == "val_loss" else 1  # compare scores as "higher is better"
+    for epoch in range(start_epoch, args.epochs + 1):
+        started = time.time()
+        criterion, loss_name = make_criterion(args, epoch, class_weights)
+        if loss_name == "focal" and args.switch_to_focal_epoch == epoch:
+            print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
+        head_only = epoch <= args.freeze_epochs
+        for param in model.features.parameters():
+            param.requires_grad_(not head_only)
+        epoch_seed = args.seed * 10_000 + epoch  # order and augmentation depend on seed and epoch only
+        sampler = make_sampler(train_targets, len(classes), epoch_seed) if args.balance == "sampler" else None
+        train_loader = make_loader(train_set, args.batch_size, args.workers, device, shuffle=True, sampler=sampler,
+                                   seed=epoch_seed)
+        train_loss, train_acc = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, ema,
+                                                device, dtype, desc=f"epoch {epoch}/{args.epochs}")
+        metrics = evaluate(ema.module if ema is not None else model, val_loader, device, dtype)
+        score = sign * metrics[args.monitor]
+        is_best = best_score is None or score > best_score
+        best_score, bad_epochs = (score, 0) if is_best else (best_score, bad_epochs + 1)
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "loss_fn": loss_name, "head_only": head_only,
+               "train_loss": train_loss, "train_acc": train_acc, **metrics, "seconds": time.time() - started}
+        append_csv(run_dir / "log.csv", row)
+        plot_curves(read_csv(run_dir / "log.csv"), run_dir / "curves.png")
+        state = {"epoch": epoch, "args": vars(args), "classes": classes, "arch": args.arch, "attention": args.attention,
+                 "drop": args.drop, "img_size": args.img_size, "mean": mean, "std": std, "aug": args.aug,
+                 "upscale": args.upscale, "metrics": row, "model": model.state_dict(),
+                 "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_score": best_score,
+                 "bad_epochs": bad_epochs}
+        save_checkpoint(state, is_best, run_dir)
+        print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | val loss "
+              f"{metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 {metrics['val_f1']:.4f} | "
+              f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
+        if bad_epochs >= args.patience:
+            print(f"early stop: {args.monitor} has not improved for {args.patience} epochs")
+            break
+    print(f"done: {run_dir} (best {args.monitor} {abs(best_score):.4f}); next: python predict.py --run {run_dir}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    run_cli(main)
