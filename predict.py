@@ -59,7 +59,7 @@ def images_to_predict(args, ds, run_dir):
     if args.split == "val":
         if ds["val"] is not None:
             return ds["val"]
-        rows = [r for r in read_csv(Path(run_dir) / "val_split.csv") if r["split"] == "val"]
+        rows = [r for r in read_csv(Path(run_dir) / "split.csv") if r["split"] == "val"]
         return Split([Path(r["file"]) for r in rows], [r["label"] for r in rows])
     if ds["test"] is None:
         raise UserError(f"{ds['dir']} has no test/ folder to predict (use --split val for the validation images)")

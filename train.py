@@ -15,7 +15,7 @@ Validation uses val/ when the folder has one, else a stratified split of train/ 
 near-duplicates (consecutive frames) on one side.
 
 Each run folder holds config.json (arguments, package versions, git commit), log.csv (one row per
-epoch), curves.png (redrawn every epoch), val_split.csv, best.pt and last.pt.
+epoch), curves.png (redrawn every epoch), split.csv (which images trained and validated), best.pt and last.pt.
 """
 import argparse
 import math
@@ -198,19 +198,22 @@ def start_or_resume(args):
 
 
 def main(argv=None):
-    args, run_dir, resumed = start_or_resume(parse_args(argv))
+    args = parse_args(argv)
+    if not args.resume:
+        args.data = str(resolve_data_dir(args.data))  # config.json names the folder actually used
+    args, run_dir, resumed = start_or_resume(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
     dtype = amp_dtype(device, args.amp)
     torch.backends.cudnn.benchmark = True
 
-    ds = read_dataset(resolve_data_dir(args.data))
+    ds = read_dataset(args.data)
     classes = ds["classes"]
     train, val = split_train_val(ds, args)
     if resumed is None:
         for split_name, split in (("train", train), ("val", val)):
             for path, label in zip(split.paths, split.labels):
-                append_csv(run_dir / "val_split.csv", {"split": split_name, "label": label, "file": path})
+                append_csv(run_dir / "split.csv", {"split": split_name, "label": label, "file": path})
     to_index = {c: i for i, c in enumerate(classes)}
     train_targets = np.array([to_index[c] for c in train.labels])
     counts = class_counts(train_targets, len(classes))

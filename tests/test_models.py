@@ -40,3 +40,16 @@ def test_unknown_or_impossible_choices_are_user_errors():
         models.build_model("smallcnn", 3, pretrained=True)
     with pytest.raises(models.UserError):
         models.build_model("vgg11", 3)
+
+
+def test_failed_weight_download_says_where_to_put_the_file(monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(models.UserError, match=r"resnet18-f37072fd\.pth.*checkpoints"):
+        models.build_model("resnet18", 3, pretrained=True)

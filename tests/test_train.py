@@ -62,7 +62,7 @@ def test_defaults_follow_the_model_kind():
 
 def test_run_folder_has_config_log_curves_and_checkpoints(trained_run):
     _, _, run_dir = trained_run
-    for name in ("config.json", "log.csv", "curves.png", "best.pt", "last.pt", "val_split.csv"):
+    for name in ("config.json", "log.csv", "curves.png", "best.pt", "last.pt", "split.csv"):
         assert (run_dir / name).is_file(), name
     rows = read_log(run_dir)
     assert [r["epoch"] for r in rows] == ["1", "2"]
