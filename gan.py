@@ -42,7 +42,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from data import load_rgb, read_dataset, resolve_data_dir
 from models import build_model
 from train import split_train_val
-from utils import (RUNS_DIR, UserError, amp_dtype, append_csv, environment, new_run_dir, pick_device, read_csv,
+from utils import (UserError, amp_dtype, append_csv, environment, latest_run, new_run_dir, pick_device, read_csv,
                    run_cli, save_checkpoint, seed_everything, write_json)
 
 FD_NOTE = "FD on efficientnet_lite0 features: NOT comparable with Inception-FID numbers"
@@ -466,15 +466,8 @@ def parse_sample_args(argv):
     return args
 
 
-def latest_gan_run():
-    found = sorted(RUNS_DIR.glob("gan-*/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise UserError(f"no {RUNS_DIR}/gan-*/last.pt: train a GAN first (python gan.py)")
-    return found[-1].parent
-
-
 def sample(args):
-    path, state = read_gan_checkpoint(args.run or latest_gan_run(), "--run")
+    path, state = read_gan_checkpoint(args.run or latest_run(required="last.pt", pattern="gan-*", trainer="gan.py"), "--run")
     classes, saved = state["classes"], argparse.Namespace(**state["args"])
     wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else classes
     unknown = [c for c in wanted if c not in classes]

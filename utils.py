@@ -94,11 +94,11 @@ def new_run_dir(name):
     return run_dir
 
 
-def latest_run(runs_dir=RUNS_DIR, required="best.pt"):
-    """The run folder whose checkpoint was written last: what predict.py uses by default."""
-    found = sorted(Path(runs_dir).glob(f"*/{required}"), key=lambda p: p.stat().st_mtime)
+def latest_run(runs_dir=RUNS_DIR, required="best.pt", pattern="*", trainer="train.py"):
+    """The run folder (matching pattern) whose checkpoint was written last: the scripts' default run."""
+    found = sorted(Path(runs_dir).glob(f"{pattern}/{required}"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise UserError(f"no run with {required} under {runs_dir}/: train one first (python train.py)")
+        raise UserError(f"no run with {required} under {runs_dir}/{pattern}: train one first (python {trainer})")
     return found[-1].parent
 
 
