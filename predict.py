@@ -11,19 +11,20 @@ Writes into the run folder:
     test_report.md            when labels exist (a labeled test/ or solution.csv): accuracy with and
                               without TTA (Public/Private when solution.csv has a Usage column),
                               per-class report; and test_confusion_matrix.png
+    test_metrics.json         the same numbers for scripts: accuracy, macro-F1, per-class recall
 """
 import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, f1_score, recall_score
 from tqdm import tqdm
 
 from augment import build_transform, tta_views, view_probs
 from data import IMAGE_EXTS, ImageDataset, Split, make_loader, read_dataset, resolve_data_dir
 from models import build_model
-from utils import UserError, amp_dtype, latest_run, load_checkpoint, pick_device, read_csv, run_cli
+from utils import UserError, amp_dtype, latest_run, load_checkpoint, pick_device, read_csv, run_cli, write_json
 
 
 def parse_args(argv=None):
@@ -101,6 +102,21 @@ def write_submission(path, ids, labels, sample_csv):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def score_metrics(classes, labels, plain, tta, usage):
+    """Accuracy and macro-F1 with and without TTA, per-class recall with TTA, per leaderboard half."""
+    labels, plain, tta = np.asarray(labels), np.asarray(plain), np.asarray(tta)
+    metrics = {"images": len(labels), "acc": float((plain == labels).mean()), "acc_tta": float((tta == labels).mean()),
+               "macro_f1": float(f1_score(labels, plain, labels=classes, average="macro", zero_division=0)),
+               "macro_f1_tta": float(f1_score(labels, tta, labels=classes, average="macro", zero_division=0)),
+               "recall_tta": dict(zip(classes, recall_score(labels, tta, labels=classes, average=None,
+                                                            zero_division=0).tolist()))}
+    for half in sorted(set(usage)) if usage is not None else []:
+        mask = np.asarray(usage) == half
+        metrics[f"acc_{half.lower()}"] = float((plain[mask] == labels[mask]).mean())
+        metrics[f"acc_tta_{half.lower()}"] = float((tta[mask] == labels[mask]).mean())
+    return metrics
+
+
 def score_report(path, classes, labels, plain, tta, usage, n_views, cm_path):
     """Markdown with accuracy (plain and TTA, per leaderboard half) and sklearn's per-class report."""
     labels, plain, tta = np.asarray(labels), np.asarray(plain), np.asarray(tta)
@@ -169,8 +185,9 @@ def main(argv=None):
         return
     table = score_report(f"{prefix}_report.md", classes, labels, plain, tta, usage, len(views),
                          f"{prefix}_confusion_matrix.png")
+    write_json(f"{prefix}_metrics.json", {"tta_views": len(views), **score_metrics(classes, labels, plain, tta, usage)})
     print(table)
-    print(f"wrote {prefix}_report.md and {prefix}_confusion_matrix.png")
+    print(f"wrote {prefix}_report.md, {prefix}_metrics.json and {prefix}_confusion_matrix.png")
 
 
 if __name__ == "__main__":

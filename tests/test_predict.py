@@ -1,4 +1,5 @@
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -41,6 +42,9 @@ def test_submission_follows_sample_submission(trained_run, monkeypatch):
     report = (run_dir / "test_report.md").read_text()
     assert "| Public |" in report and "| Private |" in report and "accuracy with TTA" in report
     assert (run_dir / "test_confusion_matrix.png").is_file()
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert metrics["images"] == 9 and metrics["tta_views"] == 4 and set(metrics["recall_tta"]) == {"red", "green", "blue"}
+    assert 0 <= metrics["acc_tta_public"] <= 1 and 0 <= metrics["macro_f1"] <= 1
     with open(run_dir / "test_predictions.csv") as f:
         preds = list(csv.DictReader(f))
     assert len(preds) == 9 and abs(sum(float(preds[0][c]) for c in ("red", "green", "blue")) - 1) < 1e-3
