@@ -69,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_loss", "val_f1"))
     p.add_argument("--patience", type=int, default=5, help="stop after N epochs without improvement")
     p.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ when there is no val/")
+    p.add_argument("--train-fraction", type=float, default=1.0,
+                   help="train on this stratified fraction of the training images (low-data studies)")
     p.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(8, max(0, (torch.get_num_threads() or 1) - 1)))
@@ -137,6 +139,18 @@ def split_train_val(ds, args):
     groups = duplicate_groups(train, args.block)
     keep, held = stratified_group_split(train.labels, groups, args.val_fraction, args.seed)
     return train.subset(keep), train.subset(held)
+
+
+def take_fraction(split, fraction, seed):
+    """A seeded random fraction of every class (at least one image each), in the original order."""
+    if fraction >= 1:
+        return split
+    if fraction <= 0:
+        raise UserError(f"--train-fraction must be in (0, 1], got {fraction}")
+    rng, labels = np.random.default_rng(seed), np.asarray(split.labels)
+    keep = [i for c in sorted(set(split.labels)) for i in
+            rng.permutation(np.flatnonzero(labels == c))[:max(1, round(fraction * (labels == c).sum()))]]
+    return split.subset(sorted(keep))
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, ema, device, dtype, desc):
@@ -210,6 +224,7 @@ def main(argv=None):
     ds = read_dataset(args.data)
     classes = ds["classes"]
     train, val = split_train_val(ds, args)
+    train = take_fraction(train, args.train_fraction, args.seed)
     if resumed is None:
         for split_name, split in (("train", train), ("val", val)):
             for path, label in zip(split.paths, split.labels):
