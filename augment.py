@@ -85,12 +85,18 @@ def tta_views(n, aug):
 
 
 @torch.no_grad()
-def view_probs(model, views):
-    """Softmax of every view of a batch: (batch, views, C, H, W) in, (views, batch, classes) out.
-    All views go through the model in one call; index 0 is the plain prediction, the mean over
-    axis 0 the TTA one."""
+def view_probs(model, views, logit_shift=None):
+    """Softmax of every view of a batch: (batch, views, C, H, W) in, (views, batch, classes) out,
+    plus the plain view's pooled features (batch, D) for error analysis. All views go through the
+    model in one call; index 0 is the plain prediction, the mean over axis 0 the TTA one.
+    logit_shift (classes,) is subtracted from the logits first (post-hoc logit adjustment)."""
     batch, n_views = views.shape[:2]
-    return model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last)).float().softmax(1).view(batch, n_views, -1).transpose(0, 1)
+    features = model.embed(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+    logits = model.head(features).float()
+    if logit_shift is not None:
+        logits = logits - logit_shift.to(logits.device)
+    probs = logits.softmax(1).view(batch, n_views, -1).transpose(0, 1)
+    return probs, features.float().view(batch, n_views, -1)[:, 0]
 
 
 # ---------------------------------------------------------------- preview

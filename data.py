@@ -251,20 +251,28 @@ def build_builtin_dataset(root):
 
 class ImageDataset(torch.utils.data.Dataset):
     """Images through an albumentations transform; targets are class indices (-1 when unlabeled).
-    With `views` (test-time augmentation), an item is the stack of every view, each transformed."""
+    `transform` may be a list of pipelines, with `pipeline[i]` choosing image i's (per-class
+    augmentation, synthetic images). With `views` (test-time augmentation), an item is the stack
+    of every view, each transformed."""
 
-    def __init__(self, paths, targets, transform, views=None):
-        self.paths, self.targets, self.transform, self.views = list(paths), list(targets), transform, views
+    def __init__(self, paths, targets, transform, views=None, pipeline=None):
+        self.paths, self.targets, self.views = list(paths), list(targets), views
+        self.transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
+        self.pipeline = list(pipeline) if pipeline is not None else [0] * len(self.paths)
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        image = load_rgb(self.paths[i])
+        image, transform = load_rgb(self.paths[i]), self.transforms[self.pipeline[i]]
         if self.views is None:
-            return self.transform(image=image)["image"], self.targets[i]
-        stack = [self.transform(image=np.ascontiguousarray(view(image)))["image"] for view in self.views]
+            return transform(image=image)["image"], self.targets[i]
+        stack = [transform(image=np.ascontiguousarray(view(image)))["image"] for view in self.views]
         return torch.stack(stack), self.targets[i]
+
+    def reseed(self, seed):
+        for k, transform in enumerate(self.transforms):
+            reseed(transform, seed + k)
 
 
 def seed_augmentation(worker_id=None):
@@ -273,7 +281,7 @@ def seed_augmentation(worker_id=None):
     albumentations draws from a generator fixed when the pipeline is built, so without this every
     worker (a copy of the dataset) would repeat the same "random" augmentations.
     """
-    reseed(torch.utils.data.get_worker_info().dataset.transform, torch.initial_seed() % 2**32)
+    torch.utils.data.get_worker_info().dataset.reseed(torch.initial_seed() % 2**32)
 
 
 def reseed(transform, seed):
@@ -290,11 +298,11 @@ def make_loader(dataset, batch_size, workers, device, shuffle=False, sampler=Non
     (not persistent) so a loader built with the same seed replays the same epoch after --resume."""
     generator = torch.Generator().manual_seed(seed)
     if workers == 0:
-        reseed(dataset.transform, seed)
+        dataset.reseed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                                        sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
                                        worker_init_fn=seed_augmentation, generator=generator,
-                                       drop_last=shuffle and len(dataset) > batch_size)
+                                       drop_last=shuffle and len(sampler or dataset) > batch_size)
 
 
 # ---------------------------------------------------------------- leak-free splitting
@@ -430,7 +438,7 @@ def eda(data_dir, out_dir):
              f"- train: {len(train.paths)} images in {len(classes)} classes"
              + "".join(f"; {name}: {len(ds[name].paths)} ({'labeled' if ds[name].labels else 'unlabeled'})"
                        for name in ("val", "test") if ds[name]),
-             f"- images per class: " + ", ".join(f"{c} {counts[c]}" for c in classes),
+             "- images per class: " + ", ".join(f"{c} {counts[c]}" for c in classes),
              f"- imbalance ratio (largest / smallest class): {ratio:.1f}",
              f"- image size: width {w.min()}-{w.max()} (median {int(np.median(w))}), "
              f"height {h.min()}-{h.max()} (median {int(np.median(h))}); aspect ratio {np.median(w / h):.2f} median",

@@ -4,6 +4,8 @@ Usage:
     python predict.py --tta 8                       # latest run in runs/, the test/ folder of its data
     python predict.py --run runs/NAME --data ../shared/data/vehicles6 --tta 4
     python predict.py --split val                   # the run's own validation images (always labeled)
+    python predict.py --analysis                    # error analysis: confusions, galleries, grouped errors
+    python predict.py --logit-adjust 1              # correct a long-tailed training prior (balanced test)
 
 Writes into the run folder:
     submission.csv            ids and labels in sample_submission.csv's order and columns (else id,label)
@@ -12,6 +14,8 @@ Writes into the run folder:
                               without TTA (Public/Private when solution.csv has a Usage column),
                               per-class report; and test_confusion_matrix.png
     test_metrics.json         the same numbers for scripts: accuracy, macro-F1, per-class recall
+    test_analysis.md          with --analysis (analysis.py): confusion matrices, most-confused pairs, galleries
+                              of the worst errors, errors.csv, errors grouped by type, what to try next
 """
 import argparse
 from pathlib import Path
@@ -22,9 +26,10 @@ from sklearn.metrics import ConfusionMatrixDisplay, classification_report, f1_sc
 from tqdm import tqdm
 
 from augment import build_transform, tta_views, view_probs
+from balance import logit_adjustment
 from data import IMAGE_EXTS, ImageDataset, Split, make_loader, read_dataset, resolve_data_dir
-from models import build_model
-from utils import UserError, amp_dtype, latest_run, load_checkpoint, pick_device, read_csv, run_cli, write_json
+from models import load_run
+from utils import UserError, amp_dtype, latest_run, pick_device, read_csv, run_cli, write_json
 
 
 def parse_args(argv=None):
@@ -34,26 +39,14 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test", choices=("test", "val"))
     p.add_argument("--tta", type=int, default=1, help="number of test-time views (1: none)")
     p.add_argument("--solution", help="id,label[,Usage] CSV to score test predictions (default: DATA/solution.csv)")
+    p.add_argument("--analysis", action="store_true", help="write the error analysis (needs labels)")
+    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="TAU",
+                   help="subtract TAU * log(training class prior) from the logits (0: off)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=min(8, max(0, (torch.get_num_threads() or 1) - 1)))
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     return p.parse_args(argv)
-
-
-def load_model(run_dir, device):
-    """The run's best model (EMA weights when it kept them) and its checkpoint."""
-    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
-    model, _, _ = build_model(ckpt["arch"], len(ckpt["classes"]), pretrained=False, attention=ckpt["attention"],
-                              drop=ckpt["drop"])
-    weights = ckpt["model"]
-    if ckpt.get("ema"):
-        weights = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise UserError(f"{run_dir}/best.pt does not match its {ckpt['arch']} model: {str(e).splitlines()[0]}") from None
-    return model.to(device, memory_format=torch.channels_last).eval(), ckpt
 
 
 def images_to_predict(args, ds, run_dir):
@@ -148,7 +141,7 @@ def main(argv=None):
     args = parse_args(argv)
     run_dir = Path(args.run) if args.run else latest_run()
     device = pick_device(args.device)
-    model, ckpt = load_model(run_dir, device)
+    model, ckpt = load_run(run_dir, device)
     classes = ckpt["classes"]
     ds = read_dataset(resolve_data_dir(args.data or ckpt["args"].get("data")))
     split = images_to_predict(args, ds, run_dir)
@@ -160,10 +153,17 @@ def main(argv=None):
     loader = make_loader(ImageDataset(split.paths, [-1] * len(split.paths), transform, views), args.batch_size,
                          args.workers, device)
     dtype = amp_dtype(device, args.amp)
-    probs = []
+    logit_shift = None
+    if args.logit_adjust:
+        if "class_counts" not in ckpt:
+            raise UserError(f"--logit-adjust: {run_dir}/best.pt does not record its class counts (retrain it)")
+        logit_shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust)
+    probs, embeddings = [], []
     for images, _ in tqdm(loader, desc="predict", disable=None):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            probs.append(view_probs(model, images.to(device, non_blocking=True)).cpu())
+            batch_probs, batch_embeddings = view_probs(model, images.to(device, non_blocking=True), logit_shift)
+        probs.append(batch_probs.cpu())
+        embeddings.append(batch_embeddings.cpu())
     probs = torch.cat(probs, dim=1)  # (views, images, classes)
     plain = [classes[i] for i in probs[0].argmax(1)]
     mean_probs = probs.mean(0)
@@ -181,13 +181,20 @@ def main(argv=None):
     solution = args.solution or (ds["solution"] if args.split == "test" else None)
     labels, usage = true_labels(split, solution, classes)
     if labels is None:
+        if args.analysis:
+            raise UserError("--analysis needs labels: a labeled folder, --split val, or --solution CSV")
         print("no labels for these images (no labeled folder, no solution.csv): nothing to score")
         return
     table = score_report(f"{prefix}_report.md", classes, labels, plain, tta, usage, len(views),
                          f"{prefix}_confusion_matrix.png")
-    write_json(f"{prefix}_metrics.json", {"tta_views": len(views), **score_metrics(classes, labels, plain, tta, usage)})
+    write_json(f"{prefix}_metrics.json", {"tta_views": len(views), "logit_adjust": args.logit_adjust,
+                                          **score_metrics(classes, labels, plain, tta, usage)})
     print(table)
     print(f"wrote {prefix}_report.md, {prefix}_metrics.json and {prefix}_confusion_matrix.png")
+    if args.analysis:
+        from analysis import write_analysis
+        print(write_analysis(run_dir, args.split, classes, split.ids, split.paths, labels, mean_probs.numpy(),
+                             torch.cat(embeddings).numpy()))
 
 
 if __name__ == "__main__":

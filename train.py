@@ -5,12 +5,17 @@ Usage:
     python train.py --pretrained --aug heavy           # efficientnet_lite0, ImageNet weights, 128 px
     python train.py --data ../shared/data/vehicles6 --arch smallcnn --aug light
     python train.py --balance sampler --loss ce --switch-to-focal-epoch 5 --ema 0.999
+    python train.py --balance effective --mix cutmix --heavy-classes pickup,truck
+    python train.py --synthetic runs/gan-NAME/samples --synthetic-ratio 0.5      # add generated images
+    python train.py --init runs/NAME --hard-fraction 0.2 --epochs 3 --lr 3e-4     # fine-tune on hard examples
     python train.py --resume runs/NAME                 # continue an interrupted run from last.pt
 
 The loop: AMP (bf16/fp16 on CUDA), AdamW or SGD, per-batch learning rate with a linear warmup into
 OneCycle's cosine annealing, cross-entropy or focal loss (optionally switching from CE to focal at
-an epoch), label smoothing, class balancing (sampler or loss weights), EMA of weights, head-only
-epochs for pretrained backbones, early stopping, best.pt on improvement and last.pt every epoch.
+an epoch), label smoothing, mixup/cutmix, class balancing (balance.py: samplers, loss weights,
+over/undersampling, synthetic images), EMA of weights, head-only epochs for pretrained backbones,
+early stopping, best.pt on improvement and last.pt every epoch. Synthetic images only ever join the
+training set, never validation.
 Validation uses val/ when the folder has one, else a stratified split of train/ that keeps
 near-duplicates (consecutive frames) on one side.
 
@@ -28,12 +33,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from augment import AUGMENTATIONS, UPSCALE, build_transform
+from balance import BALANCE_METHODS, class_counts, find_hard_examples, loss_weights, make_sampler, training_images
 from data import ImageDataset, duplicate_groups, make_loader, read_dataset, resolve_data_dir, stratified_group_split
-from models import ARCHS, ATTENTIONS, build_model
-from utils import (RUNS_DIR, UserError, amp_dtype, append_csv, environment, new_run_dir, pick_device, plot_curves,
+from models import ARCHS, ATTENTIONS, build_model, load_run
+from utils import (UserError, amp_dtype, append_csv, environment, new_run_dir, pick_device, plot_curves,
                    read_csv, run_cli, save_checkpoint, seed_everything, write_json)
 
 # What --img-size, --epochs and --lr become when not given: the small CNN trains from scratch at
@@ -63,8 +70,23 @@ def parse_args(argv=None):
     p.add_argument("--focal-gamma", type=float, default=2.0)
     p.add_argument("--switch-to-focal-epoch", type=int, default=0, help="use focal loss from this epoch on (0: never)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--balance", default="none", choices=("none", "sampler", "weights"),
-                   help="WeightedRandomSampler, or inverse-frequency class weights in the loss")
+    p.add_argument("--balance", default="none", choices=BALANCE_METHODS, help="class balancing (see balance.py)")
+    p.add_argument("--cb-beta", type=float, default=0.999, help="beta of --balance effective")
+    p.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
+    p.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
+    p.add_argument("--heavy-classes", default="", help="comma-separated classes trained with --aug heavy")
+    p.add_argument("--oversample-classes", default="", help="comma-separated classes repeated --oversample-factor times")
+    p.add_argument("--oversample-factor", type=float, default=2.0)
+    p.add_argument("--synthetic", metavar="DIR", help="generated images in DIR/<class>/ (python gan.py sample)")
+    p.add_argument("--synthetic-ratio", type=float, default=0.5,
+                   help="synthetic images per class, as a fraction of its real training images")
+    p.add_argument("--synthetic-aug", default="light", choices=AUGMENTATIONS, help="pipeline for synthetic images")
+    p.add_argument("--synthetic-only", action="store_true",
+                   help="train on all of DIR's images and no real ones (Classification Accuracy Score)")
+    p.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention)")
+    p.add_argument("--hard-fraction", type=float, default=0.0,
+                   help="with --init: draw this fraction of highest-loss training images more often")
+    p.add_argument("--hard-factor", type=float, default=4.0, help="how much more often hard examples are drawn")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
     p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_loss", "val_f1"))
     p.add_argument("--patience", type=int, default=5, help="stop after N epochs without improvement")
@@ -88,7 +110,8 @@ def parse_args(argv=None):
 
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_true)^gamma, so examples the
-    model already gets right count less. gamma=0 is exactly cross-entropy, weights and smoothing included."""
+    model already gets right count less. gamma=0 is exactly cross-entropy, weights and smoothing
+    included. Targets are class indices, or class probabilities after mixup/cutmix."""
 
     def __init__(self, gamma=2.0, weight=None, label_smoothing=0.0):
         super().__init__()
@@ -98,9 +121,10 @@ class FocalLoss(nn.Module):
     def forward(self, logits, target):
         logits = logits.float()
         ce = F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.label_smoothing, reduction="none")
-        p_true = logits.softmax(1).gather(1, target[:, None]).squeeze(1)
+        soft = target if target.dim() == 2 else F.one_hot(target, logits.shape[1]).float()
+        p_true = (logits.softmax(1) * soft).sum(1)
         loss = (1 - p_true).pow(self.gamma) * ce
-        return loss.sum() / (self.weight[target].sum() if self.weight is not None else len(target))
+        return loss.sum() / ((soft @ self.weight).sum() if self.weight is not None else len(target))
 
 
 def warmup_one_cycle(warmup_steps, total_steps, final_factor=1e-2):
@@ -112,17 +136,6 @@ def warmup_one_cycle(warmup_steps, total_steps, final_factor=1e-2):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
-
-
-def class_counts(targets, num_classes):
-    return np.bincount(targets, minlength=num_classes)
-
-
-def make_sampler(targets, num_classes, seed):
-    """Each class drawn equally often: sample weight 1 / (images in its class)."""
-    weights = 1.0 / class_counts(targets, num_classes)[targets]
-    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(targets),
-                                                  replacement=True, generator=torch.Generator().manual_seed(seed))
 
 
 def make_criterion(args, epoch, class_weights):
@@ -153,12 +166,14 @@ def take_fraction(split, fraction, seed):
     return split.subset(sorted(keep))
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, ema, device, dtype, desc):
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, ema, mix, device, dtype, desc):
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=None):
         images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
+        if mix is not None:  # targets become class probabilities
+            images, targets = mix(images, targets)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(images)
         loss = criterion(logits, targets)
@@ -170,7 +185,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, ema,
         if ema is not None:
             ema.update_parameters(model)
         total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(1) == targets).sum().item()
+        correct += (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else targets)).sum().item()
         seen += len(targets)
     return total_loss / seen, correct / seen
 
@@ -225,24 +240,44 @@ def main(argv=None):
     classes = ds["classes"]
     train, val = split_train_val(ds, args)
     train = take_fraction(train, args.train_fraction, args.seed)
+    train_paths, train_targets, pipeline = training_images(train, classes, args)
+    counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
     if resumed is None:
-        for split_name, split in (("train", train), ("val", val)):
-            for path, label in zip(split.paths, split.labels):
+        synthetic = [path for path, k in zip(train_paths, pipeline) if k == 2]
+        for split_name, paths, labels in (("train", train.paths, train.labels), ("val", val.paths, val.labels),
+                                          ("synthetic", synthetic, None)):
+            for i, path in enumerate(paths):
+                label = labels[i] if labels else Path(path).parent.name
                 append_csv(run_dir / "split.csv", {"split": split_name, "label": label, "file": path})
-    to_index = {c: i for i, c in enumerate(classes)}
-    train_targets = np.array([to_index[c] for c in train.labels])
-    counts = class_counts(train_targets, len(classes))
-    print(f"{len(classes)} classes; train {len(train.paths)} images, val {len(val.paths)}; "
-          f"smallest class {counts.min()}, largest {counts.max()}")
+    print(f"{len(classes)} classes; train {len(train.paths)} real images (smallest class {counts.min()}, largest "
+          f"{counts.max()}), {len(train_paths)} per epoch with balancing and synthetic images; val {len(val.paths)}")
 
-    model, mean, std = build_model(args.arch, len(classes), args.pretrained, args.attention, args.drop)
+    init_model, init = load_run(args.init) if args.init else (None, None)
+    if init is not None and resumed is None:  # fine-tuning keeps the run's model and input size
+        for key in ("arch", "attention", "drop", "img_size", "upscale"):
+            setattr(args, key, init[key])
+        write_json(run_dir / "config.json", {"args": vars(args), "environment": environment()})
+    model, mean, std = build_model(args.arch, len(classes), args.pretrained and init is None, args.attention, args.drop)
+    if init is not None:
+        if init["classes"] != classes:
+            raise UserError(f"--init {args.init} was trained on classes {init['classes']}, this data has {classes}")
+        model.load_state_dict(init_model.state_dict())
     model = model.to(device, memory_format=torch.channels_last)
-    train_set = ImageDataset(train.paths, train_targets, build_transform(args.aug, args.img_size, mean, std, args.upscale))
-    val_set = ImageDataset(val.paths, [to_index[c] for c in val.labels],
-                           build_transform("none", args.img_size, mean, std, args.upscale))
+    eval_transform = build_transform("none", args.img_size, mean, std, args.upscale)
+    train_set = ImageDataset(train_paths, train_targets,
+                             [build_transform(aug, args.img_size, mean, std, args.upscale)
+                              for aug in (args.aug, "heavy", args.synthetic_aug)], pipeline=pipeline)
+    val_set = ImageDataset(val.paths, [classes.index(c) for c in val.labels], eval_transform)
     val_loader = make_loader(val_set, args.batch_size * 2, args.workers, device)
 
-    steps_per_epoch = len(train_set) // args.batch_size if len(train_set) > args.batch_size else 1
+    hard_weights = None
+    if args.hard_fraction:
+        if init is None:
+            raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
+        hard_weights = resumed["hard_weights"] if resumed is not None else find_hard_examples(
+            model, train_set, classes, run_dir, args, device, dtype, eval_transform)
+    draws_per_epoch = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set)
+    steps_per_epoch = draws_per_epoch // args.batch_size if draws_per_epoch > args.batch_size else 1
     if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     else:
@@ -252,9 +287,12 @@ def main(argv=None):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
-    class_weights = None
-    if args.balance == "weights":  # inverse frequency, scaled so an average image weighs 1
-        class_weights = torch.tensor(len(train_targets) / (len(classes) * counts), dtype=torch.float32, device=device)
+    mix = {"none": None, "mixup": v2.MixUp, "cutmix": v2.CutMix}[args.mix]
+    mix = mix(alpha=args.mix_alpha, num_classes=len(classes)) if mix else None
+    class_weights = loss_weights(args.balance, counts, args.cb_beta)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
+        print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(classes, class_weights)))
 
     start_epoch, best_score, bad_epochs = 1, None, 0
     if resumed is not None:
@@ -276,11 +314,11 @@ def main(argv=None):
         for param in model.features.parameters():
             param.requires_grad_(not head_only)
         epoch_seed = args.seed * 10_000 + epoch  # order and augmentation depend on seed and epoch only
-        sampler = make_sampler(train_targets, len(classes), epoch_seed) if args.balance == "sampler" else None
+        sampler = make_sampler(train_targets, args.balance, epoch_seed, hard_weights)
         train_loader = make_loader(train_set, args.batch_size, args.workers, device, shuffle=True, sampler=sampler,
                                    seed=epoch_seed)
         train_loss, train_acc = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, ema,
-                                                device, dtype, desc=f"epoch {epoch}/{args.epochs}")
+                                                mix, device, dtype, desc=f"epoch {epoch}/{args.epochs}")
         metrics = evaluate(ema.module if ema is not None else model, val_loader, device, dtype)
         score = sign * metrics[args.monitor]
         is_best = best_score is None or score > best_score
@@ -291,7 +329,7 @@ def main(argv=None):
         plot_curves(read_csv(run_dir / "log.csv"), run_dir / "curves.png")
         state = {"epoch": epoch, "args": vars(args), "classes": classes, "arch": args.arch, "attention": args.attention,
                  "drop": args.drop, "img_size": args.img_size, "mean": mean, "std": std, "aug": args.aug,
-                 "upscale": args.upscale, "metrics": row, "model": model.state_dict(),
+                 "upscale": args.upscale, "class_counts": counts.tolist(), "hard_weights": hard_weights, "metrics": row, "model": model.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_score": best_score,
                  "bad_epochs": bad_epochs}

@@ -139,8 +139,8 @@ def test_augmentation_draws_are_independent_and_reproducible():
     dataset = data.ImageDataset([None], [0], build_transform("light", 8, (0, 0, 0), (1, 1, 1)))
 
     def corners(seed):
-        data.reseed(dataset.transform, seed)
-        out = [dataset.transform(image=image)["image"] for _ in range(64)]
+        dataset.reseed(seed)
+        out = [dataset.transforms[0](image=image)["image"] for _ in range(64)]
         return [tuple(int(i) for i in np.unravel_index(int(o[0].argmax()), (8, 8))) for o in out]
 
     assert set(corners(1)) == {(0, 0), (0, 7), (7, 0), (7, 7)}

@@ -19,8 +19,8 @@ def test_tta_views_are_batched_and_view_zero_is_the_plain_prediction():
     assert all(v(image).ndim == 3 for v in views) and views[1](image)[0, 0].tolist() == image[0, -1].tolist()
     transform = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3)
     stacked = torch.stack([torch.stack([transform(image=np.ascontiguousarray(v(image)))["image"] for v in views])] * 3)
-    probs = view_probs(model, stacked)
-    assert probs.shape == (8, 3, 4)
+    probs, embeddings = view_probs(model, stacked)
+    assert probs.shape == (8, 3, 4) and embeddings.shape == (3, model.head.in_features)
     assert torch.allclose(probs.sum(-1), torch.ones(8, 3))
     assert torch.allclose(probs[0], model(stacked[:, 0]).softmax(1), atol=1e-5)
     assert not torch.allclose(probs[0], probs[1])  # a flipped view is a different input
@@ -68,3 +68,13 @@ def test_wrong_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
         predict.main(["--run", str(tmp_path)])
     with pytest.raises(UserError, match="no run with best.pt"):
         predict.main([])  # no runs/ folder in the test's working directory
+
+
+def test_analysis_flag_writes_the_error_analysis(trained_run, monkeypatch):
+    work, _, run_dir = trained_run
+    monkeypatch.chdir(work)
+    predict.main(["--run", str(run_dir), "--workers", "0", "--analysis"])
+    report = (run_dir / "test_analysis.md").read_text()
+    assert "confus" in report.lower()
+    for name in ("test_errors.csv", "test_confusion_counts.png", "test_confusion_normalised.png"):
+        assert (run_dir / name).is_file()

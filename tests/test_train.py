@@ -40,14 +40,6 @@ def test_schedule_rises_linearly_to_peak_at_end_of_warmup_then_anneals():
     assert values[-1] < 0.02
 
 
-def test_sampler_draws_rare_classes_as_often_as_common_ones():
-    targets = np.array([0] * 90 + [1] * 10)
-    drawn = targets[list(train.make_sampler(targets, 2, seed=0))]
-    assert len(drawn) == 100
-    draws = np.array([targets[list(train.make_sampler(targets, 2, seed=s))].mean() for s in range(20)])
-    assert abs(draws.mean() - 0.5) < 0.05  # a plain shuffle would give 0.1
-
-
 def test_switch_to_focal_epoch():
     args = train.parse_args(["--switch-to-focal-epoch", "3"])
     assert [train.make_criterion(args, e, None)[1] for e in (1, 2, 3, 4)] == ["ce", "ce", "focal", "focal"]
