@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from utils import UserError, run_cli
+from utils import UserError, load_checkpoint, run_cli
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite weights expect [-1, 1]
@@ -189,6 +189,21 @@ def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0)
         num_features = channels
     model = Classifier(features, num_features, num_classes, attention, drop, pre_logits, feature_channels=channels)
     return model, IMAGENET_MEAN, IMAGENET_STD
+
+
+def load_run(run_dir, device="cpu"):
+    """A trained run's best model (its EMA weights when it kept them), in eval mode, and the checkpoint."""
+    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
+    model, _, _ = build_model(ckpt["arch"], len(ckpt["classes"]), pretrained=False, attention=ckpt["attention"],
+                              drop=ckpt["drop"])
+    weights = ckpt["model"]
+    if ckpt.get("ema"):
+        weights = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise UserError(f"{run_dir}/best.pt does not match its {ckpt['arch']} model: {str(e).splitlines()[0]}") from None
+    return model.to(device, memory_format=torch.channels_last).eval(), ckpt
 
 
 def imagenet_top5(arch="efficientnet_lite0", size=224):
