@@ -48,8 +48,10 @@ def test_switch_to_focal_epoch():
 
 def test_defaults_follow_the_model_kind():
     scratch, pretrained = train.parse_args([]), train.parse_args(["--pretrained"])
-    assert (scratch.arch, scratch.img_size, scratch.epochs) == ("smallcnn", 64, 10)
-    assert (pretrained.arch, pretrained.img_size, pretrained.epochs) == ("efficientnet_lite0", 128, 5)
+    assert (scratch.arch, scratch.img_size, scratch.epochs, scratch.optimizer) == ("smallcnn", 64, 10, "sgd")
+    assert (pretrained.arch, pretrained.img_size, pretrained.epochs, pretrained.optimizer) == (
+        "efficientnet_lite0", 128, 5, "adamw")
+    assert train.parse_args(["--lr", "0.2", "--drop", "0"]).lr == 0.2 and train.parse_args(["--drop", "0"]).drop == 0
 
 
 def test_run_folder_has_config_log_curves_and_checkpoints(trained_run):
