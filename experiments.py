@@ -1,0 +1,282 @@
+"""Run a named grid of train.py + predict.py configurations over seeds and write a comparison report.
+
+Usage:
+    python experiments.py transfer --data ../shared/data/vehicles6 --seeds 3   # the grid's CPU settings
+    python experiments.py upscaling --data ../shared/data/vehicles6 --full       # its GPU settings
+    python experiments.py architectures --data DIR --rows smallcnn,lite0        # some rows only
+    python experiments.py mygrid --grids my_grids.json                          # grids from another file
+
+Grids are plain data in grids.json (name -> {"description", "cpu": [train.py args], "full": [args
+for a GPU], "tta": views, "rows": {label: [args] or {"args", "note", "fallback"}}}): a run gets
+--data DIR, the grid's args, then the row's, which override them (--data too). A row that fails with
+a one-line error (weights that cannot download, data not made yet) is reported, and its fallback runs.
+
+Each (row, seed) is runs/GRID/ROW-sSEED (runs/GRID-full/ with --full), finished once predict.py
+wrote test_metrics.json there: the same command again skips finished runs and resumes the others.
+Writes reports/GRID.md (command, settings, hardware; per row the mean ± std over seeds of test
+accuracy without and with TTA, macro-F1, epoch of best val_acc, seconds per epoch),
+reports/GRID_val_curves.png and reports/GRID_bars.png.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import predict
+import train
+from data import resolve_data_dir
+from utils import RUNS_DIR, UserError, read_csv, run_cli
+
+GRIDS_FILE = Path(__file__).resolve().parent / "grids.json"
+REPORTS_DIR = Path("reports")
+ROW_LABEL = re.compile(r"[A-Za-z0-9_.+-]+")  # it becomes part of a folder name
+WHERE_IT_RUNS = {"workers", "device", "resume"}  # train.py settings that do not change what a run computes
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("grid", help="a grid name from the grids file")
+    p.add_argument("--data", help="competition folder (default: as train.py: ./data, else the built-in set)")
+    p.add_argument("--seeds", type=int, default=3, help="run seeds 0 .. N-1 of every row")
+    p.add_argument("--full", action="store_true", help="the grid's full (GPU) settings instead of its cpu ones")
+    p.add_argument("--rows", help="comma-separated row labels to run (default: all)")
+    p.add_argument("--grids", default=str(GRIDS_FILE), help="JSON file of grids (default: grids.json)")
+    p.add_argument("--workers", help="loader workers for train.py and predict.py (default: theirs)")
+    p.add_argument("--device", help="device for train.py and predict.py (default: auto)")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    return args
+
+
+def load_grid(path, name, only_rows):
+    """The grid and its chosen rows as {label: {"args": [str], "note"?, "fallback"?: [str]}}."""
+    try:
+        grids = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"grids file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    grids = grids if isinstance(grids, dict) else {}
+    if name not in grids:
+        raise UserError(f"unknown grid {name!r} in {path}: choose from {', '.join(grids) or '(none)'}")
+    rows = {label: row if isinstance(row, dict) else {"args": row}
+            for label, row in grids[name].get("rows", {}).items()}
+    if not rows or not all(ROW_LABEL.fullmatch(label) and isinstance(row.get("args"), list)
+                           and isinstance(row.get("fallback", []), list) for label, row in rows.items()):
+        raise UserError(f"grid {name!r} in {path} needs rows: {{label of letters, digits, _.+-: [train.py args]}}")
+    wanted = only_rows.split(",") if only_rows else list(rows)
+    if set(wanted) - set(rows):
+        raise UserError(f"--rows: grid {name!r} has no row {', '.join(sorted(set(wanted) - set(rows)))}; "
+                        f"it has {', '.join(rows)}")
+    for row in rows.values():  # JSON numbers are allowed in args: argv is strings
+        row.update({key: [str(a) for a in row[key]] for key in ("args", "fallback") if key in row})
+    return grids[name], {label: row for label, row in rows.items() if label in wanted}
+
+
+def check_train_args(where, argv):
+    """Fail in seconds, not hours in, when a row's arguments are not train.py's (a typo, an option it lacks)."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            train.parse_args(argv)
+    except SystemExit:
+        message = stderr.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]
+        raise UserError(f"{where}: train.py rejects {shlex.join(argv)}: {message}") from None
+
+
+def check_scored(data):
+    """The report needs test labels: a labeled test/ or a solution.csv."""
+    test = Path(data) / "test"
+    labeled = test.is_dir() and (any(p.is_dir() for p in test.iterdir()) or (Path(data) / "test.csv").is_file())
+    if not labeled and not (Path(data) / "solution.csv").is_file():
+        raise UserError(f"{data} has no labeled test/ and no solution.csv: a grid needs test scores")
+
+
+def check_same_settings(run_dir, argv):
+    """A finished run is reused only if the grid still asks for its settings (grids.json may have changed)."""
+    intended = vars(train.parse_args(argv))
+    intended["data"] = str(Path(intended["data"]))  # as train.py records it
+    saved = json.loads((run_dir / "config.json").read_text())["args"]
+    changed = sorted(k for k in intended if k not in WHERE_IT_RUNS and k in saved and saved[k] != intended[k])
+    if changed:
+        raise UserError(f"{run_dir} was run with another {', '.join(changed)} than the grid asks now: "
+                        f"delete it to rerun, or use another grid name")
+
+
+@dataclass
+class Plan:
+    """What every run of one invocation shares."""
+    tag: str  # run folders go to runs/TAG/, the report to reports/TAG.md
+    settings: list  # the grid's train.py args, after --data and before a row's own
+    data: str
+    seeds: list
+    tta: int
+    where: list  # --workers/--device for both scripts
+
+    def runs(self, label, args):
+        """(train.py argv, run folder) of every seed of a row."""
+        names = [f"{self.tag}/{label}-s{seed}" for seed in self.seeds]  # train.py --name is under runs/
+        return [(["--data", self.data, *self.settings, *args, "--seed", str(seed), "--name", name], RUNS_DIR / name)
+                for seed, name in zip(self.seeds, names)]
+
+
+def run_once(plan, argv, run_dir):
+    """Train (or continue) and predict one run unless it already finished. In this process, not a
+    subprocess: no torch import per run (seconds on a CPU), and a UserError (weights that cannot
+    download) is an exception to record. A hard crash stops the grid; the same command resumes it."""
+    if (run_dir / "test_metrics.json").is_file():
+        return
+    if (run_dir / "last.pt").is_file():
+        train.main(["--resume", str(run_dir)] + plan.where)  # returns at once when all its epochs are done
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing to keep
+        try:
+            train.main(argv + plan.where)
+        except UserError:
+            shutil.rmtree(run_dir, ignore_errors=True)  # train.py made the folder before the error
+            raise
+    predict.main(["--run", str(run_dir), "--tta", str(plan.tta)] + plan.where)
+
+
+def planned(plan, label, row):
+    """What the report shows for a row before it runs: its settings, and runs finished earlier."""
+    return {"label": label, "args": row["args"], "note": row.get("note", ""), "error": None, "fallback": None,
+            "runs": [run_dir for _, run_dir in plan.runs(label, row["args"])]}
+
+
+def run_row(plan, label, row):
+    """Every seed of a row, or of its fallback once the row fails with a one-line error."""
+    result = planned(plan, label, row)
+    try:
+        for argv, run_dir in plan.runs(label, row["args"]):
+            run_once(plan, argv, run_dir)
+        return result
+    except UserError as e:
+        print(f"{plan.tag} row {label}: not run: {e}")
+        result.update(error=str(e), runs=[])
+    if "fallback" in row:
+        done = run_row(plan, f"{label}-fallback", {"args": row["fallback"]})
+        result.update(fallback=row["fallback"], runs=done["runs"])
+        result["error"] += f"; the fallback failed too: {done['error']}" if done["error"] else ""
+    return result
+
+
+def run_summary(run_dir):
+    """Test scores from predict.py's metrics, best epoch and time per epoch from train.py's log."""
+    metrics, log = json.loads((run_dir / "test_metrics.json").read_text()), read_csv(run_dir / "log.csv")
+    val_acc = [float(r["val_acc"]) for r in log]
+    return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "f1_tta": metrics["macro_f1_tta"],
+            "best_epoch": int(log[int(np.argmax(val_acc))]["epoch"]),
+            "seconds": float(np.mean([float(r["seconds"]) for r in log])), "val_acc": val_acc}
+
+
+def mean_std(values, digits=4):
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"  # sample std over seeds
+
+
+def plot_report(finished, tag):
+    """Mean validation accuracy per epoch of each row; test accuracy with TTA as bars, std as error bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(REPORTS_DIR / name, dpi=100)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, runs in finished.items():
+        epochs = min(len(r["val_acc"]) for r in runs)  # a seed that stopped early ends the mean curve
+        ax.plot(range(1, epochs + 1), np.mean([r["val_acc"][:epochs] for r in runs], 0), marker="o", label=label)
+    ax.set(xlabel="epoch", ylabel="val_acc (mean over seeds)", title=f"{tag}: validation accuracy")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, f"{tag}_val_curves.png")
+    accs = [[r["acc_tta"] for r in runs] for runs in finished.values()]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(accs) + 1.5))
+    ax.barh(list(finished), [np.mean(a) for a in accs], xerr=[np.std(a, ddof=1) if len(a) > 1 else 0 for a in accs],
+            capsize=4)
+    ax.set(xlim=(max(0.0, min(map(min, accs), default=0) - 0.05), 1), xlabel="test accuracy with TTA",
+           title=f"{tag}: mean ± std over seeds")
+    ax.invert_yaxis()  # rows in grid order from the top
+    save(fig, f"{tag}_bars.png")
+
+
+def write_report(plan, grid, results, command):
+    """reports/TAG.md from whatever runs have finished so far, and its two plots."""
+    titles = [f"{r['label']} (fallback)" if r["fallback"] is not None else r["label"] for r in results]
+    finished = {title: [run_summary(d) for d in r["runs"] if (d / "test_metrics.json").is_file()]
+                for title, r in zip(titles, results)}
+    finished = {title: runs for title, runs in finished.items() if runs}
+    n_seeds = len(plan.seeds)
+    lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", "Reproduce with:", "", "```bash", command,
+             "```", "", f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
+             f"- predict.py `--tta {plan.tta}`; seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
+             f"- hardware: {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), "
+             f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}, torch {torch.__version__}",
+             "",
+             f"| row | seeds done | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch | s / epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for title, r in zip(titles, results):
+        runs = finished.get(title)
+        if not runs:
+            lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | |")
+            continue
+        cells = [mean_std([s[k] for s in runs]) for k in ("acc", "acc_tta", "f1_tta")]
+        cells += [mean_std([s[k] for s in runs], 1) for k in ("best_epoch", "seconds")]
+        lines.append(f"| {title} | {len(runs)}/{n_seeds} | " + " | ".join(cells) + " |")
+    lines += ["", "Rows (train.py arguments after the shared ones):", ""]
+    for r in results:
+        line = f"- **{r['label']}**: `{shlex.join(r['args'])}`" + (f". {r['note']}" if r["note"] else "")
+        if r["error"]:
+            line += f". **Not run**: {r['error']}"
+        if r["fallback"] is not None:
+            line += f". **Shown instead** (runs {r['label']}-fallback-s*): `{shlex.join(r['fallback'])}`"
+        lines.append(line)
+    lines += ["", f"![validation curves]({plan.tag}_val_curves.png)", "", f"![test accuracy]({plan.tag}_bars.png)"]
+    REPORTS_DIR.mkdir(exist_ok=True)
+    (REPORTS_DIR / f"{plan.tag}.md").write_text("\n".join(lines) + "\n")
+    plot_report(finished, plan.tag)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    grid, rows = load_grid(args.grids, args.grid, args.rows)
+    data = str(resolve_data_dir(args.data))
+    check_scored(data)
+    where = (["--workers", args.workers] if args.workers else []) + (["--device", args.device] if args.device else [])
+    plan = Plan(f"{args.grid}-full" if args.full else args.grid,  # CPU and GPU settings never share run folders
+                [str(a) for a in grid.get("full" if args.full else "cpu", [])], data, list(range(args.seeds)),
+                int(grid.get("tta", 1)), where)
+    for label, row in rows.items():  # every problem that can be found before the first run starts
+        for folder_label, key in ((label, "args"), (f"{label}-fallback", "fallback")):
+            for run_argv, run_dir in plan.runs(folder_label, row[key]) if key in row else []:
+                check_train_args(f"grid {args.grid!r}, row {label!r}", run_argv)
+                if (run_dir / "last.pt").is_file():
+                    check_same_settings(run_dir, run_argv)
+    command = "python experiments.py " + shlex.join(argv)
+    results = [planned(plan, label, row) for label, row in rows.items()]
+    for i, (label, row) in enumerate(rows.items()):
+        results[i] = run_row(plan, label, row)
+        write_report(plan, grid, results, command)  # progress is readable while the grid runs
+    print(f"wrote {REPORTS_DIR / plan.tag}.md, {plan.tag}_val_curves.png and {plan.tag}_bars.png")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+import experiments
+from utils import UserError
+
+TINY = ["--epochs", "1", "--img-size", "32", "--batch-size", "8", "--block", "4"]
+
+
+def write_grids(path, rows, settings=TINY):
+    path.write_text(json.dumps({"tiny": {"description": "two small CNNs", "cpu": settings, "full": [], "tta": 2,
+                                         "rows": rows}}))
+    return path
+
+
+def run_grid(work, data, *extra):
+    experiments.main(["tiny", "--grids", str(work / "grids.json"), "--data", str(data), "--workers", "0", *extra])
+    return (work / "reports" / "tiny.md").read_text()
+
+
+@pytest.fixture
+def grid_work(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_grids(tmp_path / "grids.json", {
+        "plain": {"args": ["--arch", "smallcnn"], "note": "the small CNN"},
+        "missing": {"args": ["--data", str(tmp_path / "not-made-yet")], "fallback": ["--arch", "smallcnn"]}})
+    return tmp_path, competition
+
+
+def test_grid_report_resumes_without_redoing_finished_runs(grid_work):
+    work, data = grid_work
+    report = run_grid(work, data, "--seeds", "2")
+    assert "python experiments.py tiny --grids" in report and "--seeds 2" in report
+    assert "| plain | 2/2 |" in report and " ± " in report and "the small CNN" in report
+    assert "| missing (fallback) | 2/2 |" in report and "data folder not found" in report
+    assert (work / "reports" / "tiny_val_curves.png").is_file() and (work / "reports" / "tiny_bars.png").is_file()
+    runs = work / "runs" / "tiny"
+    assert sorted(p.name for p in runs.iterdir()) == ["missing-fallback-s0", "missing-fallback-s1", "plain-s0",
+                                                      "plain-s1"]
+
+    finished = {p: p.stat().st_mtime_ns for p in (runs / "plain-s0").iterdir()}
+    (runs / "plain-s1" / "test_metrics.json").unlink()  # stopped after training, before predict.py finished
+    crashed = runs / "missing-fallback-s1"  # stopped before its first epoch ended
+    for path in crashed.iterdir():
+        if path.name not in ("config.json", "split.csv"):
+            path.unlink()
+    report = run_grid(work, data, "--seeds", "2")
+    assert {p: p.stat().st_mtime_ns for p in (runs / "plain-s0").iterdir()} == finished
+    assert (runs / "plain-s1" / "test_metrics.json").is_file() and (crashed / "test_metrics.json").is_file()
+    assert len((crashed / "log.csv").read_text().splitlines()) == 2  # started again: one epoch, logged once
+    assert "| plain | 2/2 |" in report and "| missing (fallback) | 2/2 |" in report
+
+    write_grids(work / "grids.json", {"plain": ["--arch", "smallcnn"]}, TINY[:-1] + ["5"])
+    with pytest.raises(UserError, match="another block than the grid asks"):
+        run_grid(work, data, "--seeds", "2")
+
+
+def test_bad_grids_are_one_line_errors(grid_work):
+    work, data = grid_work
+    with pytest.raises(UserError, match="unknown grid 'nope'.*choose from tiny") as e:
+        experiments.main(["nope", "--grids", str(work / "grids.json"), "--data", str(data)])
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="row 'plain': train.py rejects .*--mixx"):
+        write_grids(work / "grids.json", {"plain": ["--mixx", "up"]})
+        run_grid(work, data)
+    with pytest.raises(UserError, match="no row typo"):
+        run_grid(work, data, "--rows", "typo")
+    with pytest.raises(UserError, match="no labeled test/ and no solution.csv"):
+        (data / "solution.csv").unlink()
+        run_grid(work, data)
+    assert not (work / "runs").exists()
