@@ -306,6 +306,8 @@ def main(argv=None):
         if ema is not None:
             ema.load_state_dict(resumed["ema"])
         start_epoch, best_score, bad_epochs = resumed["epoch"] + 1, resumed["best_score"], resumed["bad_epochs"]
+        if bad_epochs >= args.patience:  # it had already stopped early
+            start_epoch = args.epochs + 1
 
     sign = -1 if args.monitor == "val_loss" else 1  # compare scores as "higher is better"
     for epoch in range(start_epoch, args.epochs + 1):
@@ -316,7 +318,8 @@ def main(argv=None):
         head_only = epoch <= args.freeze_epochs
         for param in model.features.parameters():
             param.requires_grad_(not head_only)
-        epoch_seed = args.seed * 10_000 + epoch  # order and augmentation depend on seed and epoch only
+        epoch_seed = args.seed * 10_000 + epoch  # order, augmentation, dropout and mixing depend on seed and epoch only
+        torch.manual_seed(epoch_seed)
         sampler = make_sampler(train_targets, args.balance, epoch_seed, hard_weights)
         train_loader = make_loader(train_set, args.batch_size, args.workers, device, shuffle=True, sampler=sampler,
                                    seed=epoch_seed)

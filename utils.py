@@ -38,13 +38,6 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def seed_worker(worker_id):
-    """DataLoader workers get seeds derived from the loader's generator, so augmentation is reproducible."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def pick_device(name="auto"):
     if name != "auto":
         return torch.device(name)

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 import balance
 import predict
 import train
 from conftest import CLASSES, colour_image
-from utils import UserError
+from utils import UserError, read_csv
 
 
 def tiny_args(data, *extra):
@@ -82,11 +81,14 @@ def test_predict_logit_adjustment_changes_nothing_with_a_uniform_prior(trained_r
         copy.mkdir(exist_ok=True)
         torch.save({**ckpt, "class_counts": counts}, copy / "best.pt")
         predict.main(["--run", str(copy), "--data", str(data), "--workers", "0", *extra])
-        return (copy / "test_predictions.csv").read_text()
+        rows = read_csv(copy / "test_predictions.csv")
+        return [r["label"] for r in rows], np.array([[float(r[c]) for c in ckpt["classes"]] for r in rows])
 
-    plain = predictions([12, 12, 12])
-    assert predictions([12, 12, 12], "--logit-adjust", "1") == plain
-    assert predictions([30, 5, 1], "--logit-adjust", "1") != plain
+    plain_labels, plain_probs = predictions([12, 12, 12])
+    labels, probs = predictions([12, 12, 12], "--logit-adjust", "1")
+    assert labels == plain_labels and np.allclose(probs, plain_probs, atol=2e-5)  # only float rounding
+    _, skewed_probs = predictions([30, 5, 1], "--logit-adjust", "1")
+    assert (skewed_probs[:, 2] > plain_probs[:, 2] + 1e-3).any()  # the rarest class gains
 
 
 def test_focal_loss_takes_mixed_targets():
