@@ -7,15 +7,20 @@ Usage:
     python experiments.py mygrid --grids my_grids.json                          # grids from another file
 
 Grids are plain data in grids.json (name -> {"description", "cpu": [train.py args], "full": [args
-for a GPU], "tta": views, "rows": {label: [args] or {"args", "note", "fallback"}}}): a run gets
---data DIR, the grid's args, then the row's, which override them (--data too). A row that fails with
-a one-line error (weights that cannot download, data not made yet) is reported, and its fallback runs.
+for a GPU], "tta": views, "predict": [predict.py args], "rows": {label: [args] or {"args", "note",
+"fallback", "predict", "reuse"}}}): a run gets --data DIR, the grid's args, then the row's, which
+override them (--data too); predict.py gets the grid's and the row's "predict" args (e.g. --data of
+another folder to score on, --logit-adjust). A row that fails with a one-line error (weights that
+cannot download, data not made yet) is reported, and its fallback runs. A row with "reuse": LABEL
+trains nothing: it predicts, with its own predict args, from a copy of row LABEL's trained runs.
+Optional "baseline" and "reference" (row labels) add a column: the share of the macro-F1 gap
+between them that each row closes.
 
 Each (row, seed) is runs/GRID/ROW-sSEED (runs/GRID-full/ with --full), finished once predict.py
 wrote test_metrics.json there: the same command again skips finished runs and resumes the others.
 Writes reports/GRID.md (command, settings, hardware; per row the mean ± std over seeds of test
 accuracy without and with TTA, macro-F1, epoch of best val_acc, seconds per epoch),
-reports/GRID_val_curves.png and reports/GRID_bars.png.
+a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png.
 """
 import argparse
 import contextlib
@@ -72,15 +77,23 @@ def load_grid(path, name, only_rows):
         raise UserError(f"unknown grid {name!r} in {path}: choose from {', '.join(grids) or '(none)'}")
     rows = {label: row if isinstance(row, dict) else {"args": row}
             for label, row in grids[name].get("rows", {}).items()}
+    for i, row in enumerate(rows.values()):
+        if "reuse" in row:  # it trains exactly what the reused row, listed before it, trains
+            row["args"] = rows[row["reuse"]].get("args") if row["reuse"] in list(rows)[:i] else None
     if not rows or not all(ROW_LABEL.fullmatch(label) and isinstance(row.get("args"), list)
-                           and isinstance(row.get("fallback", []), list) for label, row in rows.items()):
-        raise UserError(f"grid {name!r} in {path} needs rows: {{label of letters, digits, _.+-: [train.py args]}}")
+                           and all(isinstance(row.get(key, []), list) for key in ("fallback", "predict"))
+                           for label, row in rows.items()):
+        raise UserError(f"grid {name!r} in {path} needs rows: {{label of letters, digits, _.+-: [train.py args]}}"
+                        f" (a \"reuse\" row names a row listed before it)")
     wanted = only_rows.split(",") if only_rows else list(rows)
     if set(wanted) - set(rows):
         raise UserError(f"--rows: grid {name!r} has no row {', '.join(sorted(set(wanted) - set(rows)))}; "
                         f"it has {', '.join(rows)}")
+    for label in list(wanted):  # a reuse row needs the runs of the row it reuses
+        if "reuse" in rows[label] and rows[label]["reuse"] not in wanted:
+            wanted.insert(wanted.index(label), rows[label]["reuse"])
     for row in rows.values():  # JSON numbers are allowed in args: argv is strings
-        row.update({key: [str(a) for a in row[key]] for key in ("args", "fallback") if key in row})
+        row.update({key: [str(a) for a in row[key]] for key in ("args", "fallback", "predict") if key in row})
     return grids[name], {label: row for label, row in rows.items() if label in wanted}
 
 
@@ -95,8 +108,9 @@ def check_train_args(where, argv):
         raise UserError(f"{where}: train.py rejects {shlex.join(argv)}: {message}") from None
 
 
-def check_scored(data):
-    """The report needs test labels: a labeled test/ or a solution.csv."""
+def check_scored(data, predict_args):
+    """The report needs test labels: a labeled test/ or a solution.csv, where predict.py looks."""
+    data = predict.parse_args(predict_args).data or data
     test = Path(data) / "test"
     labeled = test.is_dir() and (any(p.is_dir() for p in test.iterdir()) or (Path(data) / "test.csv").is_file())
     if not labeled and not (Path(data) / "solution.csv").is_file():
@@ -122,6 +136,7 @@ class Plan:
     data: str
     seeds: list
     tta: int
+    predict: list  # the grid's predict.py args
     where: list  # --workers/--device for both scripts
 
     def runs(self, label, args):
@@ -131,13 +146,18 @@ class Plan:
                 for seed, name in zip(self.seeds, names)]
 
 
-def run_once(plan, argv, run_dir):
+def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
     """Train (or continue) and predict one run unless it already finished. In this process, not a
     subprocess: no torch import per run (seconds on a CPU), and a UserError (weights that cannot
-    download) is an exception to record. A hard crash stops the grid; the same command resumes it."""
+    download) is an exception to record. A hard crash stops the grid; the same command resumes it.
+    With reused_dir (a finished run of another row), the run is a copy of that one, predicted anew."""
     if (run_dir / "test_metrics.json").is_file():
         return
-    if (run_dir / "last.pt").is_file():
+    if reused_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "log.csv", "split.csv", "best.pt"):
+            shutil.copy2(reused_dir / name, run_dir / name)
+    elif (run_dir / "last.pt").is_file():
         train.main(["--resume", str(run_dir)] + plan.where)  # returns at once when all its epochs are done
     else:
         shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing to keep
@@ -146,27 +166,32 @@ def run_once(plan, argv, run_dir):
         except UserError:
             shutil.rmtree(run_dir, ignore_errors=True)  # train.py made the folder before the error
             raise
-    predict.main(["--run", str(run_dir), "--tta", str(plan.tta)] + plan.where)
+    predict.main(["--run", str(run_dir), "--tta", str(plan.tta), *plan.predict, *predict_args, *plan.where])
 
 
 def planned(plan, label, row):
     """What the report shows for a row before it runs: its settings, and runs finished earlier."""
     return {"label": label, "args": row["args"], "note": row.get("note", ""), "error": None, "fallback": None,
+            "predict": row.get("predict", []), "reuse": row.get("reuse"),
             "runs": [run_dir for _, run_dir in plan.runs(label, row["args"])]}
 
 
-def run_row(plan, label, row):
+def run_row(plan, label, row, done_rows):
     """Every seed of a row, or of its fallback once the row fails with a one-line error."""
     result = planned(plan, label, row)
     try:
-        for argv, run_dir in plan.runs(label, row["args"]):
-            run_once(plan, argv, run_dir)
+        reused = done_rows[row["reuse"]]["runs"] if "reuse" in row else [None] * len(plan.seeds)
+        if not reused:
+            raise UserError(f"row {row['reuse']!r}, which it reuses, has no runs")
+        for (argv, run_dir), reused_dir in zip(plan.runs(label, row["args"]), reused):
+            run_once(plan, argv, run_dir, row.get("predict", []), reused_dir)
         return result
     except UserError as e:
         print(f"{plan.tag} row {label}: not run: {e}")
         result.update(error=str(e), runs=[])
     if "fallback" in row:
-        done = run_row(plan, f"{label}-fallback", {"args": row["fallback"]})
+        done = run_row(plan, f"{label}-fallback", {"args": row["fallback"], "predict": row.get("predict", [])},
+                       done_rows)
         result.update(fallback=row["fallback"], runs=done["runs"])
         result["error"] += f"; the fallback failed too: {done['error']}" if done["error"] else ""
     return result
@@ -177,6 +202,7 @@ def run_summary(run_dir):
     metrics, log = json.loads((run_dir / "test_metrics.json").read_text()), read_csv(run_dir / "log.csv")
     val_acc = [float(r["val_acc"]) for r in log]
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "f1_tta": metrics["macro_f1_tta"],
+            "recall_tta": metrics["recall_tta"],
             "best_epoch": int(log[int(np.argmax(val_acc))]["epoch"]),
             "seconds": float(np.mean([float(r["seconds"]) for r in log])), "val_acc": val_acc}
 
@@ -207,13 +233,15 @@ def plot_report(finished, tag):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save(fig, f"{tag}_val_curves.png")
-    accs = [[r["acc_tta"] for r in runs] for runs in finished.values()]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(accs) + 1.5))
-    ax.barh(list(finished), [np.mean(a) for a in accs], xerr=[np.std(a, ddof=1) if len(a) > 1 else 0 for a in accs],
-            capsize=4)
-    ax.set(xlim=(max(0.0, min(map(min, accs), default=0) - 0.05), 1), xlabel="test accuracy with TTA",
-           title=f"{tag}: mean ± std over seeds")
-    ax.invert_yaxis()  # rows in grid order from the top
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(finished) + 1.5), sharey=True)
+    for ax, key, name in zip(axes, ("acc_tta", "f1_tta"), ("test accuracy", "test macro-F1")):
+        values = [[r[key] for r in runs] for runs in finished.values()]
+        ax.barh(list(finished), [np.mean(v) for v in values],
+                xerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in values], capsize=4)
+        ax.set(xlim=(max(0.0, min(map(min, values), default=0) - 0.05), 1), xlabel=f"{name} with TTA",
+               title=f"{tag}: mean ± std over seeds")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()  # rows in grid order from the top
     save(fig, f"{tag}_bars.png")
 
 
@@ -224,25 +252,43 @@ def write_report(plan, grid, results, command):
                 for title, r in zip(titles, results)}
     finished = {title: runs for title, runs in finished.items() if runs}
     n_seeds = len(plan.seeds)
+    f1 = {title: np.mean([s["f1_tta"] for s in runs]) for title, runs in finished.items()}
+    base, ref = grid.get("baseline"), grid.get("reference")
+    gap = f1[ref] - f1[base] if base in f1 and ref in f1 else None
     lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", "Reproduce with:", "", "```bash", command,
              "```", "", f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
-             f"- predict.py `--tta {plan.tta}`; seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
+             f"- predict.py `--tta {plan.tta}{' ' + shlex.join(plan.predict) if plan.predict else ''}`; "
+             f"seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
              f"- hardware: {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), "
              f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}, torch {torch.__version__}",
              "",
-             f"| row | seeds done | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch | s / epoch |",
-             "|---|---|---|---|---|---|---|"]
+             "",
+             f"| row | seeds done | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch | s / epoch |"
+             + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if gap is not None else "")]
     for title, r in zip(titles, results):
         runs = finished.get(title)
         if not runs:
-            lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | |")
+            lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | |"
+                         + (" |" if gap is not None else ""))
             continue
         cells = [mean_std([s[k] for s in runs]) for k in ("acc", "acc_tta", "f1_tta")]
         cells += [mean_std([s[k] for s in runs], 1) for k in ("best_epoch", "seconds")]
+        if gap is not None:
+            cells.append(f"{(f1[title] - f1[base]) / gap:.2f}" if gap else "no gap")
         lines.append(f"| {title} | {len(runs)}/{n_seeds} | " + " | ".join(cells) + " |")
-    lines += ["", "Rows (train.py arguments after the shared ones):", ""]
+    classes = list(next(iter(finished.values()))[0]["recall_tta"]) if finished else []
+    lines += ["", f"Per-class recall with TTA {plan.tta} (mean ± std over seeds):", "",
+              "| row | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for title, runs in finished.items():
+        lines.append(f"| {title} | " + " | ".join(mean_std([s["recall_tta"][c] for s in runs], 3) for c in classes)
+                     + " |")
+    lines += ["", "Rows (train.py arguments after the shared ones; predict.py arguments after the grid's):", ""]
     for r in results:
-        line = f"- **{r['label']}**: `{shlex.join(r['args'])}`" + (f". {r['note']}" if r["note"] else "")
+        line = f"- **{r['label']}**: `{shlex.join(r['args'])}`"
+        line += f" (the runs of row {r['reuse']}, predicted anew)" if r["reuse"] else ""
+        line += f"; predict.py `{shlex.join(r['predict'])}`" if r["predict"] else ""
+        line += f". {r['note']}" if r["note"] else ""
         if r["error"]:
             line += f". **Not run**: {r['error']}"
         if r["fallback"] is not None:
@@ -259,11 +305,11 @@ def main(argv=None):
     args = parse_args(argv)
     grid, rows = load_grid(args.grids, args.grid, args.rows)
     data = str(resolve_data_dir(args.data))
-    check_scored(data)
+    check_scored(data, [str(a) for a in grid.get("predict", [])])
     where = (["--workers", args.workers] if args.workers else []) + (["--device", args.device] if args.device else [])
     plan = Plan(f"{args.grid}-full" if args.full else args.grid,  # CPU and GPU settings never share run folders
                 [str(a) for a in grid.get("full" if args.full else "cpu", [])], data, list(range(args.seeds)),
-                int(grid.get("tta", 1)), where)
+                int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])], where)
     for label, row in rows.items():  # every problem that can be found before the first run starts
         for folder_label, key in ((label, "args"), (f"{label}-fallback", "fallback")):
             for run_argv, run_dir in plan.runs(folder_label, row[key]) if key in row else []:
@@ -273,7 +319,7 @@ def main(argv=None):
     command = "python experiments.py " + shlex.join(argv)
     results = [planned(plan, label, row) for label, row in rows.items()]
     for i, (label, row) in enumerate(rows.items()):
-        results[i] = run_row(plan, label, row)
+        results[i] = run_row(plan, label, row, dict(zip(rows, results)))
         write_report(plan, grid, results, command)  # progress is readable while the grid runs
     print(f"wrote {REPORTS_DIR / plan.tag}.md, {plan.tag}_val_curves.png and {plan.tag}_bars.png")
 

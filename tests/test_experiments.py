@@ -70,3 +70,29 @@ def test_bad_grids_are_one_line_errors(grid_work):
         (data / "solution.csv").unlink()
         run_grid(work, data)
     assert not (work / "runs").exists()
+
+
+def test_reuse_row_predicts_the_same_model_anew_and_the_report_shows_recall_and_gap(tmp_path, competition,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grids = {"tiny": {"cpu": TINY, "tta": 1, "predict": ["--data", str(competition)], "baseline": "ce",
+                      "reference": "ref", "rows": {
+                          "ce": ["--arch", "smallcnn"],
+                          "adjusted": {"reuse": "ce", "predict": ["--logit-adjust", "1"]},
+                          "ref": ["--arch", "smallcnn", "--epochs", "2"]}}}
+    (tmp_path / "grids.json").write_text(json.dumps(grids))
+    report = run_grid(tmp_path, competition, "--seeds", "1")
+    runs = tmp_path / "runs" / "tiny"
+    assert not (runs / "adjusted-s0" / "last.pt").exists()  # nothing was trained for it
+    assert (runs / "adjusted-s0" / "best.pt").read_bytes() == (runs / "ce-s0" / "best.pt").read_bytes()
+    assert json.loads((runs / "adjusted-s0" / "test_metrics.json").read_text())["logit_adjust"] == 1
+    assert json.loads((runs / "ce-s0" / "test_metrics.json").read_text())["logit_adjust"] == 0
+    assert "share of the macro-F1 gap ce → ref closed" in report and "(the runs of row ce, predicted anew)" in report
+    ce_row = next(line for line in report.splitlines() if line.startswith("| ce | 1/1"))
+    assert ce_row.endswith((" 0.00 |", " no gap |"))  # the baseline closes none of its own gap
+    assert "Per-class recall" in report and "| blue | green | red |" in report
+
+    grids["tiny"]["rows"] = {"adjusted": {"reuse": "ce"}, "ce": ["--arch", "smallcnn"]}
+    (tmp_path / "grids.json").write_text(json.dumps(grids))
+    with pytest.raises(UserError, match="reuse.*listed before it"):
+        run_grid(tmp_path, competition)
