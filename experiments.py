@@ -325,4 +325,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "interrupted: finished runs are kept; the same command resumes the grid")

@@ -41,7 +41,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from data import load_rgb, read_dataset, resolve_data_dir
 from models import build_model
-from train import split_train_val
+from train import split_train_val, take_fraction
 from utils import (UserError, amp_dtype, append_csv, environment, latest_run, new_run_dir, pick_device, read_csv,
                    run_cli, save_checkpoint, seed_everything, write_json)
 
@@ -161,15 +161,21 @@ def diff_augment(x, translation=0.125, cutout=0.5):
 
 # ---------------------------------------------------------------- data
 
+def training_split(args):
+    """(the images train.py trains on with --split-seed = this --seed, class names)."""
+    ds = read_dataset(resolve_data_dir(args.data))
+    train, _ = split_train_val(ds, args, args.seed)
+    return take_fraction(train, args.train_fraction, args.seed), ds["classes"]
+
+
 def load_training_images(args):
     """The training split as (uint8 N x 3 x S x S tensor, class index tensor, class names)."""
-    ds = read_dataset(resolve_data_dir(args.data))
-    train, _ = split_train_val(ds, args)
-    to_index = {c: i for i, c in enumerate(ds["classes"])}
+    train, classes = training_split(args)
+    to_index = {c: i for i, c in enumerate(classes)}
     size = (args.img_size, args.img_size)
     images = np.stack([np.asarray(Image.fromarray(load_rgb(p)).resize(size, Image.BICUBIC)) for p in train.paths])
     labels = torch.tensor([to_index[c] for c in train.labels])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, ds["classes"]
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes
 
 
 def to_unit_range(images):
@@ -306,6 +312,8 @@ def parse_train_args(argv):
     p.add_argument("--fd-images", type=int, default=500, help="real (and as many generated) images for the FD")
     p.add_argument("--grid-cols", type=int, default=10, help="samples per class in the grids")
     p.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ as train.py does")
+    p.add_argument("--train-fraction", type=float, default=1.0,
+                   help="the images of train.py --train-fraction F --split-seed SEED (SEED: this --seed)")
     p.add_argument("--block", type=int, default=25, help="as train.py: keeps numbered neighbours on one side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -503,4 +511,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "interrupted: last.pt holds the last finished epoch; continue with python gan.py --resume runs/NAME")

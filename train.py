@@ -96,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ when there is no val/")
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="train on this stratified fraction of the training images (low-data studies)")
+    p.add_argument("--split-seed", type=int,
+                   help="seed of the validation split and the --train-fraction draw (default --seed): fix it to "
+                        "train every seed on the same images")
     p.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(8, max(0, (torch.get_num_threads() or 1) - 1)))
@@ -147,13 +150,13 @@ def make_criterion(args, epoch, class_weights):
     return FocalLoss(args.focal_gamma if focal else 0.0, class_weights, args.label_smoothing), "focal" if focal else "ce"
 
 
-def split_train_val(ds, args):
+def split_train_val(ds, args, seed):
     """val/ when the folder has one, else a leak-free stratified split of train/."""
     if ds["val"] is not None:
         return ds["train"], ds["val"]
     train = ds["train"]
     groups = duplicate_groups(train, args.block)
-    keep, held = stratified_group_split(train.labels, groups, args.val_fraction, args.seed)
+    keep, held = stratified_group_split(train.labels, groups, args.val_fraction, seed)
     return train.subset(keep), train.subset(held)
 
 
@@ -241,8 +244,9 @@ def main(argv=None):
 
     ds = read_dataset(args.data)
     classes = ds["classes"]
-    train, val = split_train_val(ds, args)
-    train = take_fraction(train, args.train_fraction, args.seed)
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    train, val = split_train_val(ds, args, split_seed)
+    train = take_fraction(train, args.train_fraction, split_seed)
     train_paths, train_targets, pipeline = training_images(train, classes, args)
     counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
     if resumed is None:
@@ -335,7 +339,8 @@ def main(argv=None):
         plot_curves(read_csv(run_dir / "log.csv"), run_dir / "curves.png")
         state = {"epoch": epoch, "args": vars(args), "classes": classes, "arch": args.arch, "attention": args.attention,
                  "drop": args.drop, "img_size": args.img_size, "mean": mean, "std": std, "aug": args.aug,
-                 "upscale": args.upscale, "class_counts": counts.tolist(), "hard_weights": hard_weights, "metrics": row, "model": model.state_dict(),
+                 "upscale": args.upscale, "class_counts": counts.tolist(), "hard_weights": hard_weights, "metrics": row,
+                 "model": model.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_score": best_score,
                  "bad_epochs": bad_epochs}
@@ -351,4 +356,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "interrupted: last.pt holds the last finished epoch; go on with python train.py --resume runs/NAME")

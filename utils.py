@@ -22,14 +22,15 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, never as a traceback."""
 
 
-def run_cli(main):
-    """Run a script's main(); a UserError or Ctrl-C ends it with one clear line."""
+def run_cli(main, on_interrupt="interrupted"):
+    """Run a script's main(); a UserError or Ctrl-C ends it with one clear line (on_interrupt says
+    what was kept and how to go on)."""
     try:
         main()
     except UserError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        sys.exit("interrupted (last.pt holds the last finished epoch; continue with --resume)")
+        sys.exit(on_interrupt)
 
 
 def seed_everything(seed):

@@ -149,3 +149,18 @@ def test_resume_continues_from_saved_epoch(trained, tiny):
     assert float(rows[-1]["fd"]) > 0  # the last epoch always gets a distance
     assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] == 3
     assert (run_dir / "samples_epoch003.png").is_file()
+
+
+def test_train_fraction_takes_the_images_train_py_takes(tiny, monkeypatch):
+    """A low-data GAN must see exactly the real images of the classifiers it helps, whatever their seed."""
+    import train
+    monkeypatch.chdir(tiny)
+    common = ["--data", "tiny", "--block", "0", "--train-fraction", "0.5"]
+    split, _ = gan.training_split(gan.parse_train_args(common + ["--seed", "3"]))
+    gan_images = sorted(zip(split.labels, map(str, split.paths)))
+    for classifier_seed in (0, 1):
+        run_dir = train.main(common + ["--split-seed", "3", "--seed", str(classifier_seed), "--epochs", "1",
+                                       "--img-size", "32", "--workers", "0", "--name", f"fraction{classifier_seed}"])
+        with open(run_dir / "split.csv", newline="") as f:
+            trained_on = sorted((r["label"], r["file"]) for r in csv.DictReader(f) if r["split"] == "train")
+        assert trained_on == gan_images and len(trained_on) < 30
