@@ -285,7 +285,7 @@ def write_report(plan, grid, results, command):
                      + " |")
     lines += ["", "Rows (train.py arguments after the shared ones; predict.py arguments after the grid's):", ""]
     for r in results:
-        line = f"- **{r['label']}**: `{shlex.join(r['args'])}`"
+        line = f"- **{r['label']}**: " + (f"`{shlex.join(r['args'])}`" if r["args"] else "(none)")
         line += f" (the runs of row {r['reuse']}, predicted anew)" if r["reuse"] else ""
         line += f"; predict.py `{shlex.join(r['predict'])}`" if r["predict"] else ""
         line += f". {r['note']}" if r["note"] else ""
