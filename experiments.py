@@ -3,7 +3,7 @@
 Usage:
     python experiments.py transfer --data ../shared/data/vehicles6 --seeds 3   # the grid's CPU settings
     python experiments.py upscaling --data ../shared/data/vehicles6 --full       # its GPU settings
-    python experiments.py architectures --data DIR --rows smallcnn,lite0        # some rows only
+    python experiments.py architectures --data DIR --rows smallcnn,lite0        # run some rows, report all
     python experiments.py mygrid --grids my_grids.json                          # grids from another file
 
 Grids are plain data in grids.json (name -> {"description", "cpu": [train.py args], "full": [args
@@ -65,7 +65,7 @@ def parse_args(argv):
 
 
 def load_grid(path, name, only_rows):
-    """The grid and its chosen rows as {label: {"args": [str], "note"?, "fallback"?: [str]}}."""
+    """The grid, all its rows as {label: {"args": [str], "note"?, "fallback"?: [str]}}, and the labels to run."""
     try:
         grids = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -94,7 +94,7 @@ def load_grid(path, name, only_rows):
             wanted.insert(wanted.index(label), rows[label]["reuse"])
     for row in rows.values():  # JSON numbers are allowed in args: argv is strings
         row.update({key: [str(a) for a in row[key]] for key in ("args", "fallback", "predict") if key in row})
-    return grids[name], {label: row for label, row in rows.items() if label in wanted}
+    return grids[name], rows, set(wanted)
 
 
 def check_train_args(where, argv):
@@ -170,10 +170,17 @@ def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
 
 
 def planned(plan, label, row):
-    """What the report shows for a row before it runs: its settings, and runs finished earlier."""
-    return {"label": label, "args": row["args"], "note": row.get("note", ""), "error": None, "fallback": None,
-            "predict": row.get("predict", []), "reuse": row.get("reuse"),
-            "runs": [run_dir for _, run_dir in plan.runs(label, row["args"])]}
+    """What the report shows for a row before it runs, or when --rows leaves it out: its settings and the
+    runs finished earlier (its fallback's, when only those finished)."""
+    result = {"label": label, "args": row["args"], "note": row.get("note", ""), "error": None, "fallback": None,
+              "predict": row.get("predict", []), "reuse": row.get("reuse"),
+              "runs": [run_dir for _, run_dir in plan.runs(label, row["args"])]}
+    if "fallback" in row and not any((d / "test_metrics.json").is_file() for d in result["runs"]):
+        fallback_runs = [run_dir for _, run_dir in plan.runs(f"{label}-fallback", row["fallback"])]
+        if any((d / "test_metrics.json").is_file() for d in fallback_runs):
+            result.update(error="an earlier run of the grid could not run it", fallback=row["fallback"],
+                          runs=fallback_runs)
+    return result
 
 
 def run_row(plan, label, row, done_rows):
@@ -303,14 +310,15 @@ def write_report(plan, grid, results, command):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    grid, rows = load_grid(args.grids, args.grid, args.rows)
+    grid, rows, wanted = load_grid(args.grids, args.grid, args.rows)
     data = str(resolve_data_dir(args.data))
     check_scored(data, [str(a) for a in grid.get("predict", [])])
     where = (["--workers", args.workers] if args.workers else []) + (["--device", args.device] if args.device else [])
     plan = Plan(f"{args.grid}-full" if args.full else args.grid,  # CPU and GPU settings never share run folders
                 [str(a) for a in grid.get("full" if args.full else "cpu", [])], data, list(range(args.seeds)),
                 int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])], where)
-    for label, row in rows.items():  # every problem that can be found before the first run starts
+    for label in wanted:  # every problem that can be found before the first run starts
+        row = rows[label]
         for folder_label, key in ((label, "args"), (f"{label}-fallback", "fallback")):
             for run_argv, run_dir in plan.runs(folder_label, row[key]) if key in row else []:
                 check_train_args(f"grid {args.grid!r}, row {label!r}", run_argv)
@@ -318,9 +326,10 @@ def main(argv=None):
                     check_same_settings(run_dir, run_argv)
     command = "python experiments.py " + shlex.join(argv)
     results = [planned(plan, label, row) for label, row in rows.items()]
-    for i, (label, row) in enumerate(rows.items()):
-        results[i] = run_row(plan, label, row, dict(zip(rows, results)))
-        write_report(plan, grid, results, command)  # progress is readable while the grid runs
+    for i, (label, row) in enumerate(rows.items()):  # the report shows every row; --rows picks those to run
+        if label in wanted:
+            results[i] = run_row(plan, label, row, dict(zip(rows, results)))
+            write_report(plan, grid, results, command)  # progress is readable while the grid runs
     print(f"wrote {REPORTS_DIR / plan.tag}.md, {plan.tag}_val_curves.png and {plan.tag}_bars.png")
 
 

@@ -56,6 +56,15 @@ def test_grid_report_resumes_without_redoing_finished_runs(grid_work):
         run_grid(work, data, "--seeds", "2")
 
 
+def test_rows_picks_what_runs_and_the_report_keeps_every_row(grid_work):
+    work, data = grid_work
+    report = run_grid(work, data, "--seeds", "1", "--rows", "missing")
+    assert "| missing (fallback) | 1/1 |" in report and "| plain | 0/1 | pending |" in report
+    assert not (work / "runs" / "tiny" / "plain-s0").exists()
+    report = run_grid(work, data, "--seeds", "1", "--rows", "plain")
+    assert "| plain | 1/1 |" in report and "| missing (fallback) | 1/1 |" in report  # kept from the first command
+
+
 def test_bad_grids_are_one_line_errors(grid_work):
     work, data = grid_work
     with pytest.raises(UserError, match="unknown grid 'nope'.*choose from tiny") as e:
