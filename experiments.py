@@ -146,12 +146,17 @@ class Plan:
                 for seed, name in zip(self.seeds, names)]
 
 
+def finished(run_dir):
+    """predict.py writes test_metrics.json last: a run folder with it is done."""
+    return (run_dir / "test_metrics.json").is_file()
+
+
 def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
     """Train (or continue) and predict one run unless it already finished. In this process, not a
     subprocess: no torch import per run (seconds on a CPU), and a UserError (weights that cannot
     download) is an exception to record. A hard crash stops the grid; the same command resumes it.
     With reused_dir (a finished run of another row), the run is a copy of that one, predicted anew."""
-    if (run_dir / "test_metrics.json").is_file():
+    if finished(run_dir):
         return
     if reused_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -175,9 +180,9 @@ def planned(plan, label, row):
     result = {"label": label, "args": row["args"], "note": row.get("note", ""), "error": None, "fallback": None,
               "predict": row.get("predict", []), "reuse": row.get("reuse"),
               "runs": [run_dir for _, run_dir in plan.runs(label, row["args"])]}
-    if "fallback" in row and not any((d / "test_metrics.json").is_file() for d in result["runs"]):
+    if "fallback" in row and not any(map(finished, result["runs"])):
         fallback_runs = [run_dir for _, run_dir in plan.runs(f"{label}-fallback", row["fallback"])]
-        if any((d / "test_metrics.json").is_file() for d in fallback_runs):
+        if any(map(finished, fallback_runs)):
             result.update(error="an earlier run of the grid could not run it", fallback=row["fallback"],
                           runs=fallback_runs)
     return result
@@ -255,11 +260,10 @@ def plot_report(finished, tag):
 def write_report(plan, grid, results, command):
     """reports/TAG.md from whatever runs have finished so far, and its two plots."""
     titles = [f"{r['label']} (fallback)" if r["fallback"] is not None else r["label"] for r in results]
-    finished = {title: [run_summary(d) for d in r["runs"] if (d / "test_metrics.json").is_file()]
-                for title, r in zip(titles, results)}
-    finished = {title: runs for title, runs in finished.items() if runs}
+    done = {title: [run_summary(d) for d in r["runs"] if finished(d)] for title, r in zip(titles, results)}
+    done = {title: runs for title, runs in done.items() if runs}
     n_seeds = len(plan.seeds)
-    f1 = {title: np.mean([s["f1_tta"] for s in runs]) for title, runs in finished.items()}
+    f1 = {title: np.mean([s["f1_tta"] for s in runs]) for title, runs in done.items()}
     base, ref = grid.get("baseline"), grid.get("reference")
     gap = f1[ref] - f1[base] if base in f1 and ref in f1 else None
     lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", "Reproduce with:", "", "```bash", command,
@@ -274,7 +278,7 @@ def write_report(plan, grid, results, command):
              + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
              "|---|---|---|---|---|---|---|" + ("---|" if gap is not None else "")]
     for title, r in zip(titles, results):
-        runs = finished.get(title)
+        runs = done.get(title)
         if not runs:
             lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | |"
                          + (" |" if gap is not None else ""))
@@ -284,10 +288,10 @@ def write_report(plan, grid, results, command):
         if gap is not None:
             cells.append(f"{(f1[title] - f1[base]) / gap:.2f}" if gap else "no gap")
         lines.append(f"| {title} | {len(runs)}/{n_seeds} | " + " | ".join(cells) + " |")
-    classes = list(next(iter(finished.values()))[0]["recall_tta"]) if finished else []
+    classes = list(next(iter(done.values()))[0]["recall_tta"]) if done else []
     lines += ["", f"Per-class recall with TTA {plan.tta} (mean ± std over seeds):", "",
               "| row | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-    for title, runs in finished.items():
+    for title, runs in done.items():
         lines.append(f"| {title} | " + " | ".join(mean_std([s["recall_tta"][c] for s in runs], 3) for c in classes)
                      + " |")
     lines += ["", "Rows (train.py arguments after the shared ones; predict.py arguments after the grid's):", ""]
@@ -304,7 +308,7 @@ def write_report(plan, grid, results, command):
     lines += ["", f"![validation curves]({plan.tag}_val_curves.png)", "", f"![test accuracy]({plan.tag}_bars.png)"]
     REPORTS_DIR.mkdir(exist_ok=True)
     (REPORTS_DIR / f"{plan.tag}.md").write_text("\n".join(lines) + "\n")
-    plot_report(finished, plan.tag)
+    plot_report(done, plan.tag)
 
 
 def main(argv=None):
