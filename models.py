@@ -93,10 +93,11 @@ def conv_bn_relu(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def small_cnn_features(attention="none", widths=(32, 64, 128, 256)):
-    """Four stages of two 3x3 convs, attention, then 2x2 max pooling: 1/16 resolution."""
+def small_cnn_features(attention="none", width=32):
+    """Four stages of two 3x3 convs (width, 2x, 4x, 8x channels), attention, then 2x2 max pooling: 1/16
+    resolution. Compute grows with the square of the width."""
     stages, cin = [], 3
-    for width in widths:
+    for width in (width, 2 * width, 4 * width, 8 * width):
         stages += [conv_bn_relu(cin, width), conv_bn_relu(width, width), attention_block(attention, width),
                    nn.MaxPool2d(2)]
         cin = width
@@ -155,14 +156,17 @@ def torchvision_backbone(arch, pretrained):
                         f"{file}, or use --arch efficientnet_lite0 (its weights come with pip)") from None
 
 
-def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0):
-    """A Classifier plus the normalisation its weights expect: (model, mean, std)."""
+def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0, width=None):
+    """A Classifier plus the normalisation its weights expect: (model, mean, std). width: smallcnn's
+    channels in its first stage (default 32)."""
+    if width is not None and arch != "smallcnn":
+        raise UserError(f"--width sets smallcnn's channels; {arch} has its own")
     if attention not in ATTENTIONS:
         raise UserError(f"unknown attention {attention!r}: choose from {', '.join(ATTENTIONS)}")
     if arch == "smallcnn":
         if pretrained:
             raise UserError("smallcnn has no pretrained weights: drop --pretrained or pick a backbone with --arch")
-        features, channels = small_cnn_features(attention)
+        features, channels = small_cnn_features(attention, width or 32)
         return Classifier(features, channels, num_classes, drop=drop), IMAGENET_MEAN, IMAGENET_STD
     if arch in LITE_ARCHS:
         net = lite_backbone(arch, pretrained)
@@ -195,7 +199,7 @@ def load_run(run_dir, device="cpu"):
     """A trained run's best model (its EMA weights when it kept them), in eval mode, and the checkpoint."""
     ckpt = load_checkpoint(Path(run_dir) / "best.pt")
     model, _, _ = build_model(ckpt["arch"], len(ckpt["classes"]), pretrained=False, attention=ckpt["attention"],
-                              drop=ckpt["drop"])
+                              drop=ckpt["drop"], width=ckpt.get("width"))
     weights = ckpt["model"]
     if ckpt.get("ema"):
         weights = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -46,8 +46,8 @@ from utils import (UserError, amp_dtype, append_csv, environment, new_run_dir, p
 # What the recipe flags become when not given. The small CNN trains from scratch at 64 px with SGD,
 # small batches, label smoothing and dropout (the best of the tuning runs on vehicles6 listed in the
 # README); backbones downsample 32x, so small images are upscaled to 128 px, and fine-tune with AdamW.
-DEFAULTS = {"smallcnn": dict(img_size=64, epochs=10, batch_size=32, optimizer="sgd", lr=0.05, weight_decay=5e-4,
-                             label_smoothing=0.1, drop=0.2),
+DEFAULTS = {"smallcnn": dict(width=32, img_size=64, epochs=10, batch_size=32, optimizer="sgd", lr=0.05,
+                             weight_decay=5e-4, label_smoothing=0.1, drop=0.2),
             "backbone": dict(img_size=128, epochs=5, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.05,
                              label_smoothing=0.0, drop=0.0)}
 
@@ -58,6 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--arch", choices=ARCHS, help="default: smallcnn, or efficientnet_lite0 with --pretrained")
     p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
     p.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
+    p.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
     p.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
     p.add_argument("--img-size", type=int, help="input size (default 64 from scratch, 128 pretrained)")
     p.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when resizing")
@@ -142,6 +143,22 @@ def warmup_one_cycle(warmup_steps, total_steps, final_factor=1e-2):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
+
+
+def ema_update(decay):
+    """AveragedModel's update with the decay warmed up as in timm's ModelEmaV3: min(decay, (1 + n) / (10 + n))
+    after n updates. A fixed decay of 0.99 or more would keep the random initial weights in the average
+    through most of a short run."""
+    @torch.no_grad()
+    def update(averaged, current, num_averaged):
+        n = float(num_averaged)
+        weight = 1 - min(decay, (1 + n) / (10 + n))
+        for avg, cur in zip(averaged, current):
+            if avg.is_floating_point():
+                avg.lerp_(cur, weight)
+            else:  # BatchNorm's batch counter
+                avg.copy_(cur)
+    return update
 
 
 def make_criterion(args, epoch, class_weights):
@@ -261,10 +278,11 @@ def main(argv=None):
 
     init_model, init = load_run(args.init) if args.init else (None, None)
     if init is not None and resumed is None:  # fine-tuning keeps the run's model and input size
-        for key in ("arch", "attention", "drop", "img_size", "upscale"):
-            setattr(args, key, init[key])
+        for key in ("arch", "attention", "drop", "width", "img_size", "upscale"):
+            setattr(args, key, init.get(key))  # checkpoints from before --width have no width: 32
         write_json(run_dir / "config.json", {"args": vars(args), "environment": environment()})
-    model, mean, std = build_model(args.arch, len(classes), args.pretrained and init is None, args.attention, args.drop)
+    model, mean, std = build_model(args.arch, len(classes), args.pretrained and init is None, args.attention, args.drop,
+                                   args.width)
     if init is not None:
         if init["classes"] != classes:
             raise UserError(f"--init {args.init} was trained on classes {init['classes']}, this data has {classes}")
@@ -293,7 +311,7 @@ def main(argv=None):
     schedule = warmup_one_cycle(round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None
     mix = {"none": None, "mixup": v2.MixUp, "cutmix": v2.CutMix}[args.mix]
     mix = mix(alpha=args.mix_alpha, num_classes=len(classes)) if mix else None
     class_weights = loss_weights(args.balance, counts, args.cb_beta)
@@ -338,8 +356,9 @@ def main(argv=None):
         append_csv(run_dir / "log.csv", row)
         plot_curves(read_csv(run_dir / "log.csv"), run_dir / "curves.png")
         state = {"epoch": epoch, "args": vars(args), "classes": classes, "arch": args.arch, "attention": args.attention,
-                 "drop": args.drop, "img_size": args.img_size, "mean": mean, "std": std, "aug": args.aug,
-                 "upscale": args.upscale, "class_counts": counts.tolist(), "hard_weights": hard_weights, "metrics": row,
+                 "drop": args.drop, "width": args.width, "img_size": args.img_size, "mean": mean, "std": std,
+                 "aug": args.aug, "upscale": args.upscale, "class_counts": counts.tolist(),
+                 "hard_weights": hard_weights, "metrics": row,
                  "model": model.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_score": best_score,

@@ -22,6 +22,14 @@ def test_every_model_gives_one_logit_per_class(arch, attention):
         assert {"se": "SE", "cbam": "CBAM"}[attention] in kinds
 
 
+def test_smallcnn_width_sets_its_channels():
+    narrow, wide = (models.build_model("smallcnn", 3, width=w)[0] for w in (8, 16))
+    assert narrow.head.in_features == 64 and wide.head.in_features == 128  # 8x the first stage
+    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(p.numel() for p in narrow.parameters())
+    with pytest.raises(models.UserError, match="width"):
+        models.build_model("efficientnet_lite0", 3, width=16)
+
+
 def test_offline_imagenet_weights_are_real():
     """scikit-learn's flower photo is a daisy: ImageNet class 985 must be in the top 5."""
     top5 = models.imagenet_top5("efficientnet_lite0")

@@ -40,6 +40,15 @@ def test_schedule_rises_linearly_to_peak_at_end_of_warmup_then_anneals():
     assert values[-1] < 0.02
 
 
+def test_ema_decay_warms_up_then_holds():
+    update = train.ema_update(0.999)
+    for n, expected in ((0, 0.9), (90, 1 - 91 / 100), (10**6, 0.001)):  # weight of the new weights: 1 - decay
+        averaged, counter = [torch.zeros(3)], [torch.tensor(5)]
+        update(averaged, [torch.ones(3)], torch.tensor(n))
+        update([counter[0]], [torch.tensor(7)], torch.tensor(n))
+        assert torch.allclose(averaged[0], torch.full((3,), expected)) and counter[0].item() == 7
+
+
 def test_switch_to_focal_epoch():
     args = train.parse_args(["--switch-to-focal-epoch", "3"])
     assert [train.make_criterion(args, e, None)[1] for e in (1, 2, 3, 4)] == ["ce", "ce", "focal", "focal"]
@@ -113,3 +122,13 @@ def test_freeze_epochs_train_only_the_head(tmp_path, competition, monkeypatch):
     first_conv = next(k for k in state["model"] if k.startswith("features.") and k.endswith("weight"))
     assert torch.equal(state["model"][first_conv], fresh.state_dict()[first_conv])  # untouched backbone
     assert read_log(run_dir)[0]["head_only"] == "True"
+
+
+def test_width_is_kept_for_prediction(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--width", "8", "--name", "narrow"))
+    from models import load_run
+    model, _ = load_run(run_dir)
+    assert model.head.in_features == 64
+    tuned = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--init", str(run_dir), "--name", "tuned"))
+    assert load_run(tuned)[0].head.in_features == 64  # fine-tuning keeps the run's width
