@@ -5,6 +5,7 @@ Usage:
     python experiments.py upscaling --data ../shared/data/vehicles6 --full       # its GPU settings
     python experiments.py architectures --data DIR --rows smallcnn,lite0        # run some rows, report all
     python experiments.py mygrid --grids my_grids.json                          # grids from another file
+    python experiments.py recipe --full --seeds 8 --report    # rewrite the report from finished runs only
 
 Grids are plain data in grids.json (name -> {"description", "cpu": [train.py args], "full": [args
 for a GPU], "tta": views, "predict": [predict.py args], "rows": {label: [args] or {"args", "note",
@@ -18,15 +19,15 @@ between them that each row closes.
 
 Each (row, seed) is runs/GRID/ROW-sSEED (runs/GRID-full/ with --full), finished once predict.py
 wrote test_metrics.json there: the same command again skips finished runs and resumes the others.
-Writes reports/GRID.md (command, settings, hardware; per row the mean ± std over seeds of test
-accuracy without and with TTA, macro-F1, epoch of best val_acc, seconds per epoch),
+Writes reports/GRID.md (command, settings, hardware; per row the mean ± std over seeds of the best
+validation accuracy (choose rows by it: the test scores are for reporting), test accuracy without and
+with TTA, macro-F1, epoch of best val_acc, seconds per epoch),
 a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png.
 """
 import argparse
 import contextlib
 import io
 import json
-import os
 import re
 import shlex
 import shutil
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import predict
 import train
@@ -56,6 +56,7 @@ def parse_args(argv):
     p.add_argument("--full", action="store_true", help="the grid's full (GPU) settings instead of its cpu ones")
     p.add_argument("--rows", help="comma-separated row labels to run (default: all)")
     p.add_argument("--grids", default=str(GRIDS_FILE), help="JSON file of grids (default: grids.json)")
+    p.add_argument("--report", action="store_true", help="only write the report from the runs finished so far")
     p.add_argument("--workers", help="loader workers for train.py and predict.py (default: theirs)")
     p.add_argument("--device", help="device for train.py and predict.py (default: auto)")
     args = p.parse_args(argv)
@@ -215,8 +216,18 @@ def run_summary(run_dir):
     val_acc = [float(r["val_acc"]) for r in log]
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "f1_tta": metrics["macro_f1_tta"],
             "recall_tta": metrics["recall_tta"],
-            "best_epoch": int(log[int(np.argmax(val_acc))]["epoch"]),
+            "best_val_acc": max(val_acc), "best_epoch": int(log[int(np.argmax(val_acc))]["epoch"]),
             "seconds": float(np.mean([float(r["seconds"]) for r in log])), "val_acc": val_acc}
+
+
+def hardware(run_dirs):
+    """Where the runs ran, from their config.json (a report may be written elsewhere)."""
+    where = {}
+    for run_dir in run_dirs:
+        env = json.loads((run_dir / "config.json").read_text())["environment"]
+        threads = f" ({env['torch_threads']} torch threads)" if "torch_threads" in env else ""
+        where[f"{env['cpu_count']} CPU cores{threads}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"] = True
+    return "; ".join(where) or "no finished runs yet"
 
 
 def mean_std(values, digits=4):
@@ -270,20 +281,19 @@ def write_report(plan, grid, results, command):
              "```", "", f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
              f"- predict.py `--tta {plan.tta}{' ' + shlex.join(plan.predict) if plan.predict else ''}`; "
              f"seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
-             f"- hardware: {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), "
-             f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}, torch {torch.__version__}",
+             f"- hardware of the runs: {hardware([d for r in results for d in r['runs'] if finished(d)])}",
              "",
              "",
-             f"| row | seeds done | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch | s / epoch |"
-             + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if gap is not None else "")]
+             f"| row | seeds done | best val acc | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch "
+             "| s / epoch |" + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if gap is not None else "")]
     for title, r in zip(titles, results):
         runs = done.get(title)
         if not runs:
-            lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | |"
+            lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | | |"
                          + (" |" if gap is not None else ""))
             continue
-        cells = [mean_std([s[k] for s in runs]) for k in ("acc", "acc_tta", "f1_tta")]
+        cells = [mean_std([s[k] for s in runs]) for k in ("best_val_acc", "acc", "acc_tta", "f1_tta")]
         cells += [mean_std([s[k] for s in runs], 1) for k in ("best_epoch", "seconds")]
         if gap is not None:
             cells.append(f"{(f1[title] - f1[base]) / gap:.2f}" if gap else "no gap")
@@ -328,8 +338,12 @@ def main(argv=None):
                 check_train_args(f"grid {args.grid!r}, row {label!r}", run_argv)
                 if (run_dir / "last.pt").is_file():
                     check_same_settings(run_dir, run_argv)
-    command = "python experiments.py " + shlex.join(argv)
+    command = "python experiments.py " + shlex.join(a for a in argv if a != "--report")  # what runs the grid
     results = [planned(plan, label, row) for label, row in rows.items()]
+    if args.report:
+        write_report(plan, grid, results, command)
+        print(f"wrote {REPORTS_DIR / plan.tag}.md from the finished runs")
+        return
     for i, (label, row) in enumerate(rows.items()):  # the report shows every row; --rows picks those to run
         if label in wanted:
             results[i] = run_row(plan, label, row, dict(zip(rows, results)))

@@ -76,7 +76,7 @@ def environment():
             "torchvision": torchvision.__version__, "albumentations": albumentations.__version__,
             "numpy": np.__version__, "sklearn": sklearn.__version__,
             "cuda": torch.version.cuda, "git_commit": commit or None,
-            "host": platform.node(), "cpu_count": os.cpu_count(),
+            "host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 

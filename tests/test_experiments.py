@@ -65,6 +65,16 @@ def test_rows_picks_what_runs_and_the_report_keeps_every_row(grid_work):
     assert "| plain | 1/1 |" in report and "| missing (fallback) | 1/1 |" in report  # kept from the first command
 
 
+def test_report_only_runs_nothing(grid_work):
+    work, data = grid_work
+    run_grid(work, data, "--seeds", "1", "--rows", "plain")
+    report = run_grid(work, data, "--seeds", "2", "--report")
+    assert sorted(p.name for p in (work / "runs" / "tiny").iterdir()) == ["plain-s0"]
+    assert "| plain | 1/2 |" in report and "| missing | 0/2 | pending |" in report
+    assert "--seeds 2\n" in report  # the command that runs the grid, not --report
+    assert "hardware of the runs: " in report and "torch threads), " in report
+
+
 def test_bad_grids_are_one_line_errors(grid_work):
     work, data = grid_work
     with pytest.raises(UserError, match="unknown grid 'nope'.*choose from tiny") as e:
