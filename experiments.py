@@ -7,9 +7,10 @@ Usage:
     python experiments.py mygrid --grids my_grids.json                          # grids from another file
     python experiments.py recipe --full --seeds 8 --report    # rewrite the report from finished runs only
 
-Grids are plain data in grids.json (name -> {"description", "cpu": [train.py args], "full": [args
-for a GPU], "tta": views, "predict": [predict.py args], "rows": {label: [args] or {"args", "note",
-"fallback", "predict", "reuse"}}}): a run gets --data DIR, the grid's args, then the row's, which
+Grids are plain data in grids.json (name -> {"description", "prepare": [shell commands that make
+what the rows need, shown in the report], "cpu": [train.py args], "full": [args for a GPU], "tta":
+views, "predict": [predict.py args], "rows": {label: [args] or {"args", "note", "fallback",
+"predict", "reuse"}}}): a run gets --data DIR, the grid's args, then the row's, which
 override them (--data too); predict.py gets the grid's and the row's "predict" args (e.g. --data of
 another folder to score on, --logit-adjust). A row that fails with a one-line error (weights that
 cannot download, data not made yet) is reported, and its fallback runs. A row with "reuse": LABEL
@@ -81,6 +82,8 @@ def load_grid(path, name, only_rows):
     for i, row in enumerate(rows.values()):
         if "reuse" in row:  # it trains exactly what the reused row, listed before it, trains
             row["args"] = rows[row["reuse"]].get("args") if row["reuse"] in list(rows)[:i] else None
+    if not all(isinstance(c, str) for c in grids[name].get("prepare", [])):
+        raise UserError(f"grid {name!r} in {path}: \"prepare\" is a list of shell commands")
     if not rows or not all(ROW_LABEL.fullmatch(label) and isinstance(row.get("args"), list)
                            and all(isinstance(row.get(key, []), list) for key in ("fallback", "predict"))
                            for label, row in rows.items()):
@@ -277,8 +280,9 @@ def write_report(plan, grid, results, command):
     f1 = {title: np.mean([s["f1_tta"] for s in runs]) for title, runs in done.items()}
     base, ref = grid.get("baseline"), grid.get("reference")
     gap = f1[ref] - f1[base] if base in f1 and ref in f1 else None
-    lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", "Reproduce with:", "", "```bash", command,
-             "```", "", f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
+    prepare = ["First make what the rows need:", "", "```bash", *grid["prepare"], "```", ""] if grid.get("prepare") else []
+    lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", *prepare, "Reproduce with:", "", "```bash",
+             command, "```", "", f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
              f"- predict.py `--tta {plan.tta}{' ' + shlex.join(plan.predict) if plan.predict else ''}`; "
              f"seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
              f"- hardware of the runs: {hardware([d for r in results for d in r['runs'] if finished(d)])}",

@@ -8,9 +8,9 @@ from utils import UserError
 TINY = ["--epochs", "1", "--img-size", "32", "--batch-size", "8", "--block", "4"]
 
 
-def write_grids(path, rows, settings=TINY):
-    path.write_text(json.dumps({"tiny": {"description": "two small CNNs", "cpu": settings, "full": [], "tta": 2,
-                                         "rows": rows}}))
+def write_grids(path, rows, settings=TINY, prepare=("python gan.py --epochs 1",)):
+    path.write_text(json.dumps({"tiny": {"description": "two small CNNs", "prepare": list(prepare), "cpu": settings,
+                                         "full": [], "tta": 2, "rows": rows}}))
     return path
 
 
@@ -33,6 +33,7 @@ def test_grid_report_resumes_without_redoing_finished_runs(grid_work):
     report = run_grid(work, data, "--seeds", "2")
     assert "python experiments.py tiny --grids" in report and "--seeds 2" in report
     assert "| plain | 2/2 |" in report and " ± " in report and "the small CNN" in report
+    assert "First make what the rows need:\n\n```bash\npython gan.py --epochs 1\n```" in report
     assert "| missing (fallback) | 2/2 |" in report and "data folder not found" in report
     assert (work / "reports" / "tiny_val_curves.png").is_file() and (work / "reports" / "tiny_bars.png").is_file()
     runs = work / "runs" / "tiny"
@@ -83,6 +84,10 @@ def test_bad_grids_are_one_line_errors(grid_work):
     with pytest.raises(UserError, match="row 'plain': train.py rejects .*--mixx"):
         write_grids(work / "grids.json", {"plain": ["--mixx", "up"]})
         run_grid(work, data)
+    with pytest.raises(UserError, match="prepare.*list of shell commands"):
+        write_grids(work / "grids.json", {"plain": []}, prepare=[["python", "gan.py"]])
+        run_grid(work, data)
+    write_grids(work / "grids.json", {"plain": []})
     with pytest.raises(UserError, match="no row typo"):
         run_grid(work, data, "--rows", "typo")
     with pytest.raises(UserError, match="no labeled test/ and no solution.csv"):
