@@ -20,6 +20,7 @@ not Inception-v3: use it to see one run improve, and do NOT compare it with publ
 Usage:
     python gan.py --epochs 200                                  # ./data, else the built-in digits
     python gan.py --data ../shared/data/vehicles6 --img-size 32 --epochs 150 --fd-every 25
+    python gan.py --data ../shared/data/vehicles6-lt --balance-classes --epochs 400   # long-tailed data
     python gan.py --resume runs/gan-NAME --epochs 300           # continue, optionally for longer
     python gan.py sample --per-class 500 --out gan-extra        # latest runs/gan-*, all classes
     python gan.py sample --run runs/gan-NAME --per-class 50 --out extra --classes bike,car
@@ -307,6 +308,8 @@ def parse_train_args(argv):
     p.add_argument("--d-lr", type=float, default=4e-4,
                    help="discriminator learning rate: 4x the generator's (TTUR, as SAGAN), one D step per G step")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the generator's weights")
+    p.add_argument("--balance-classes", action="store_true",
+                   help="draw every class equally often (long-tailed data: rare classes drift towards common ones)")
     p.add_argument("--sample-every", type=int, default=10, help="write a sample grid every N epochs")
     p.add_argument("--fd-every", type=int, default=20, help="FD every N epochs, also after 1, 2 and the last (0: never)")
     p.add_argument("--fd-images", type=int, default=500, help="real (and as many generated) images for the FD")
@@ -351,16 +354,25 @@ def load_resume_state(args):
         args.epochs = args.epochs or 100
         return args, None, None
     last, state = read_gan_checkpoint(args.resume, "--resume")
-    saved = argparse.Namespace(**state["args"])
+    saved = argparse.Namespace(**{**vars(parse_train_args([])), **state["args"]})  # newer flags: their defaults
     saved.epochs, saved.device = args.epochs or saved.epochs, args.device  # more epochs, or another machine
     print(f"resuming {last.parent} after epoch {state['epoch']} of {saved.epochs}")
     return saved, last.parent, state
 
 
+def epoch_order(labels, balance_classes):
+    """Image indices for one epoch: a permutation, or with balance_classes as many draws with
+    replacement, every class equally likely."""
+    if not balance_classes:
+        return torch.randperm(len(labels))
+    per_image = 1 / torch.bincount(labels).float()[labels]
+    return torch.multinomial(per_image, len(labels), replacement=True)
+
+
 def train_one_epoch(G, D, ema, opt_g, opt_d, scaler, images, labels, args, device, dtype):
     """One pass over the shuffled images: a D step then a G step per batch; mean losses."""
     G.train()
-    order = torch.randperm(len(images))
+    order = epoch_order(labels, args.balance_classes)
     batches = order.split(args.batch_size)
     if len(batches) > 1 and len(batches[-1]) < args.batch_size:
         batches = batches[:-1]  # a runt batch gives noisy BatchNorm statistics in G

@@ -6,8 +6,9 @@ Usage:
     python predict.py --split val                   # the run's own validation images (always labeled)
     python predict.py --analysis                    # error analysis: confusions, galleries, grouped errors
     python predict.py --logit-adjust 1              # correct a long-tailed training prior (balanced test)
+    python predict.py --run runs/NAME --data other --out scores/other   # score on another labeled folder
 
-Writes into the run folder:
+Writes into the run folder (or --out):
     submission.csv            ids and labels in sample_submission.csv's order and columns (else id,label)
     test_predictions.csv      id, predicted label, confidence and every class probability (for ensembles)
     test_report.md            when labels exist (a labeled test/ or solution.csv): accuracy with and
@@ -38,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--data", help="competition folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("test", "val"))
     p.add_argument("--tta", type=int, default=1, help="number of test-time views (1: none)")
+    p.add_argument("--out", help="folder for the predictions, submission and reports (default: the run folder)")
     p.add_argument("--solution", help="id,label[,Usage] CSV to score test predictions (default: DATA/solution.csv)")
     p.add_argument("--analysis", action="store_true", help="write the error analysis (needs labels)")
     p.add_argument("--logit-adjust", type=float, default=0.0, metavar="TAU",
@@ -169,14 +171,16 @@ def main(argv=None):
     mean_probs = probs.mean(0)
     tta = [classes[i] for i in mean_probs.argmax(1)]
 
-    prefix = run_dir / args.split
+    out_dir = Path(args.out) if args.out else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / args.split
     with open(f"{prefix}_predictions.csv", "w") as f:
         f.write("id,label,confidence," + ",".join(classes) + "\n")
         for i, label, p in zip(split.ids, tta, mean_probs.tolist()):
             f.write(f"{i},{label},{max(p):.5f}," + ",".join(f"{v:.5f}" for v in p) + "\n")
     if args.split == "test":
-        write_submission(run_dir / "submission.csv", split.ids, tta, ds["sample_submission"])
-        print(f"wrote {run_dir / 'submission.csv'}")
+        write_submission(out_dir / "submission.csv", split.ids, tta, ds["sample_submission"])
+        print(f"wrote {out_dir / 'submission.csv'}")
 
     solution = args.solution or (ds["solution"] if args.split == "test" else None)
     labels, usage = true_labels(split, solution, classes)
@@ -193,7 +197,7 @@ def main(argv=None):
     print(f"wrote {prefix}_report.md, {prefix}_metrics.json and {prefix}_confusion_matrix.png")
     if args.analysis:
         from analysis import write_analysis
-        print(write_analysis(run_dir, args.split, classes, split.ids, split.paths, labels, mean_probs.numpy(),
+        print(write_analysis(out_dir, args.split, classes, split.ids, split.paths, labels, mean_probs.numpy(),
                              torch.cat(embeddings).numpy()))
 
 

@@ -151,6 +151,14 @@ def test_resume_continues_from_saved_epoch(trained, tiny):
     assert (run_dir / "samples_epoch003.png").is_file()
 
 
+def test_balance_classes_draws_every_class_equally_often():
+    labels = torch.tensor([0] * 180 + [1] * 15 + [2] * 5)
+    torch.manual_seed(0)
+    assert sorted(gan.epoch_order(labels, False).tolist()) == list(range(200))  # one pass, each image once
+    counts = torch.bincount(labels[gan.epoch_order(labels, True)], minlength=3)
+    assert counts.sum() == 200 and counts.min() > 45 and counts.max() < 90  # about 67 each, not 180/15/5
+
+
 def test_train_fraction_takes_the_images_train_py_takes(tiny, monkeypatch):
     """A low-data GAN must see exactly the real images of the classifiers it helps, whatever their seed."""
     import train

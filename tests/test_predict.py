@@ -50,6 +50,15 @@ def test_submission_follows_sample_submission(trained_run, monkeypatch):
     assert len(preds) == 9 and abs(sum(float(preds[0][c]) for c in ("red", "green", "blue")) - 1) < 1e-3
 
 
+def test_out_keeps_the_run_folder_untouched(trained_run, monkeypatch):
+    work, _, run_dir = trained_run
+    monkeypatch.chdir(work)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    predict.main(["--run", str(run_dir), "--workers", "0", "--out", "elsewhere"])
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    assert {"submission.csv", "test_report.md", "test_metrics.json"} <= {p.name for p in (work / "elsewhere").iterdir()}
+
+
 def test_latest_run_is_the_default(trained_run, monkeypatch, capsys):
     work, _, run_dir = trained_run
     monkeypatch.chdir(work)
