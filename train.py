@@ -147,9 +147,10 @@ def warmup_one_cycle(warmup_steps, total_steps, final_factor=1e-2):
 
 
 def ema_update(decay):
-    """AveragedModel's update with the decay warmed up as in timm's ModelEmaV3: min(decay, (1 + n) / (10 + n))
-    after n updates. A fixed decay of 0.99 or more would keep the random initial weights in the average
-    through most of a short run."""
+    """AveragedModel's update with the decay warmed up as TensorFlow's ExponentialMovingAverage does with
+    num_updates: min(decay, (1 + n) / (10 + n)) after n updates. A fixed decay of 0.99 or more would keep
+    the random initial weights in the average through most of a short run; warmed up, 0.999 is reached
+    after about 9,000 updates."""
     @torch.no_grad()
     def update(averaged, current, num_averaged):
         n = float(num_averaged)
