@@ -216,21 +216,14 @@ def run_row(plan, label, row, done_rows):
 def run_summary(run_dir):
     """Test scores from predict.py's metrics, best epoch and time per epoch from train.py's log."""
     metrics, log = json.loads((run_dir / "test_metrics.json").read_text()), read_csv(run_dir / "log.csv")
+    env = json.loads((run_dir / "config.json").read_text())["environment"]
+    threads = f" ({env['torch_threads']} torch threads)" if "torch_threads" in env else ""
     val_acc = [float(r["val_acc"]) for r in log]
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "f1_tta": metrics["macro_f1_tta"],
             "recall_tta": metrics["recall_tta"],
             "best_val_acc": max(val_acc), "best_epoch": int(log[int(np.argmax(val_acc))]["epoch"]),
-            "seconds": float(np.mean([float(r["seconds"]) for r in log])), "val_acc": val_acc}
-
-
-def hardware(run_dirs):
-    """Where the runs ran, from their config.json (a report may be written elsewhere)."""
-    where = {}
-    for run_dir in run_dirs:
-        env = json.loads((run_dir / "config.json").read_text())["environment"]
-        threads = f" ({env['torch_threads']} torch threads)" if "torch_threads" in env else ""
-        where[f"{env['cpu_count']} CPU cores{threads}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"] = True
-    return "; ".join(where) or "no finished runs yet"
+            "seconds": float(np.mean([float(r["seconds"]) for r in log])), "val_acc": val_acc,
+            "hardware": f"{env['cpu_count']} CPU cores{threads}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"}
 
 
 def mean_std(values, digits=4):
@@ -280,12 +273,14 @@ def write_report(plan, grid, results, command):
     f1 = {title: np.mean([s["f1_tta"] for s in runs]) for title, runs in done.items()}
     base, ref = grid.get("baseline"), grid.get("reference")
     gap = f1[ref] - f1[base] if base in f1 and ref in f1 else None
-    prepare = ["First make what the rows need:", "", "```bash", *grid["prepare"], "```", ""] if grid.get("prepare") else []
+    prepare = ["First make what the rows need:", "", "```bash", *grid.get("prepare", []), "```", ""]
+    prepare = prepare if grid.get("prepare") else []
+    where = "; ".join(dict.fromkeys(s["hardware"] for runs in done.values() for s in runs)) or "no finished runs yet"
     lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", *prepare, "Reproduce with:", "", "```bash",
              command, "```", "", f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
              f"- predict.py `--tta {plan.tta}{' ' + shlex.join(plan.predict) if plan.predict else ''}`; "
              f"seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
-             f"- hardware of the runs: {hardware([d for r in results for d in r['runs'] if finished(d)])}",
+             f"- hardware of the runs: {where}",
              "",
              "",
              f"| row | seeds done | best val acc | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch "

@@ -40,6 +40,7 @@ from PIL import Image
 from torch.nn.utils.parametrizations import spectral_norm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from balance import draw_weights
 from data import load_rgb, read_dataset, resolve_data_dir
 from models import build_model
 from train import split_train_val, take_fraction
@@ -362,10 +363,10 @@ def load_resume_state(args):
 
 def epoch_order(labels, balance_classes):
     """Image indices for one epoch: a permutation, or with balance_classes as many draws with
-    replacement, every class equally likely."""
+    replacement, every class equally likely (train.py --balance sampler's weights)."""
     if not balance_classes:
         return torch.randperm(len(labels))
-    per_image = 1 / torch.bincount(labels).float()[labels]
+    per_image = torch.as_tensor(draw_weights(labels.numpy(), "sampler"), dtype=torch.float32)
     return torch.multinomial(per_image, len(labels), replacement=True)
 
 

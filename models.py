@@ -93,7 +93,7 @@ def conv_bn_relu(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def small_cnn_features(attention="none", width=32):
+def small_cnn_features(attention, width):
     """Four stages of two 3x3 convs (width, 2x, 4x, 8x channels), attention, then 2x2 max pooling: 1/16
     resolution. Compute grows with the square of the width."""
     stages, cin = [], 3
