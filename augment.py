@@ -1,9 +1,13 @@
 """Augmentation pipelines (albumentations), resizing for the model, and test-time augmentation views.
 
     none   resize only
-    light  resize + horizontal and vertical flips (the baseline)
-    heavy  light + random resized crop, affine shift/scale/rotate, brightness/contrast,
-           hue/saturation, blur or noise, coarse dropout
+    light  resize + horizontal flip
+    heavy  random resized crop (50-100% of the area) + horizontal flip + colour jitter (brightness,
+           contrast, saturation, hue) + a small rotation: strong enough to regularise a short
+           fine-tune, not so strong that the model is still fitting the augmentation when it ends
+
+Vertical flips only with --vflip (aerial or microscope images; a car or a digit upside down is
+another picture). Test-time views follow training: flipped views only where training flipped.
 
 Images are resized to the model's input size with --upscale (small images are upscaled for
 pretrained backbones) and normalised with the backbone's own mean/std.
@@ -28,7 +32,16 @@ UPSCALE = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic"
            "lanczos": cv2.INTER_LANCZOS4, "area": cv2.INTER_AREA}
 
 
-def augmentations(aug, size, upscale="bicubic"):
+def input_size(short_side, pretrained):
+    """The default input size for images whose median short side is `short_side` px: that side rounded
+    to 32 px, within 32-64 px from scratch and within 160-192 px pretrained (the backbones learned
+    objects at ImageNet scale, so small images are upscaled to 160 px; photos keep up to 192 px).
+    The upper ends keep an epoch on a CPU affordable; pass --img-size for more."""
+    low, high = (160, 192) if pretrained else (32, 64)
+    return int(min(high, max(low, 32 * round(short_side / 32))))
+
+
+def augmentations(aug, size, upscale="bicubic", vflip=False):
     """The list of albumentations ops for one pipeline, ending at size x size, not normalised."""
     if aug not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {aug!r}: choose from {', '.join(AUGMENTATIONS)}")
@@ -39,23 +52,20 @@ def augmentations(aug, size, upscale="bicubic"):
         ops = [A.Resize(size, size, interpolation=interpolation, area_for_downscale="image")]
     else:
         # the crop does the resize, so the image is interpolated once
-        ops = [A.RandomResizedCrop(size=(size, size), scale=(0.6, 1.0), ratio=(0.8, 1.25), interpolation=interpolation,
-                                   area_for_downscale="image"),
-               A.Affine(translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), rotate=(-15, 15), interpolation=interpolation,
-                        border_mode=cv2.BORDER_REFLECT_101, p=0.5),
-               A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.5),
-               A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=15, p=0.5),
-               A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
-               A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25),
-                               fill=0, p=0.5)]
+        ops = [A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0), ratio=(0.75, 4 / 3),
+                                   interpolation=interpolation, area_for_downscale="image"),
+               A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.8),
+               A.Affine(rotate=(-10, 10), interpolation=interpolation, border_mode=cv2.BORDER_REFLECT_101, p=0.3)]
     if aug in ("light", "heavy"):
-        ops += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+        ops.append(A.HorizontalFlip(p=0.5))
+        if vflip:
+            ops.append(A.VerticalFlip(p=0.5))
     return ops
 
 
-def build_transform(aug, size, mean, std, upscale="bicubic"):
+def build_transform(aug, size, mean, std, upscale="bicubic", vflip=False):
     """Image array -> normalised CHW float tensor."""
-    return A.Compose(augmentations(aug, size, upscale) + [A.Normalize(mean=mean, std=std), ToTensorV2()])
+    return A.Compose(augmentations(aug, size, upscale, vflip) + [A.Normalize(mean=mean, std=std), ToTensorV2()])
 
 
 # ---------------------------------------------------------------- test-time augmentation
@@ -70,18 +80,23 @@ def _crop(frac, top, left):
     return view
 
 
-def tta_views(n, aug):
-    """n deterministic views of an image (functions on HWC arrays, applied before the resize, as
-    training's augmentation is), ordered by how close they stay to what training showed: flips
-    only where the model was trained with flips, then a zoom and shifts of a 90% window."""
-    hflip, vflip = np.fliplr, np.flipud
-    flips = [hflip, vflip, lambda im: vflip(hflip(im))] if aug in ("light", "heavy") else []
+def tta_views(aug, vflip=False):
+    """Every candidate test-time view of an image, as (name, function on HWC arrays), applied before
+    the resize as training's augmentation is. Ordered by how close they stay to what training showed:
+    the plain image, flips only where training flipped, then a zoom and shifts of a 90% window.
+    predict.py keeps those that do not lower validation accuracy (choose_views)."""
+    hflip, vflip_fn = np.fliplr, np.flipud
     zoom = _crop(0.9, 0.5, 0.5)
-    shifts = [_crop(0.9, top, left) for top, left in ((0, 0), (1, 1), (0, 1), (1, 0))]
-    views = [lambda im: im] + flips + [zoom] + ([lambda im: hflip(zoom(im))] if flips else []) + shifts
-    if n > len(views):
-        raise UserError(f"--tta {n}: at most {len(views)} views for a model trained with --aug {aug}")
-    return views[:max(n, 1)]
+    views = [("plain", lambda im: im)]
+    if aug in ("light", "heavy"):
+        views.append(("hflip", hflip))
+        if vflip:
+            views += [("vflip", vflip_fn), ("hvflip", lambda im: vflip_fn(hflip(im)))]
+    views.append(("zoom", zoom))
+    if aug in ("light", "heavy"):
+        views.append(("hflip-zoom", lambda im: hflip(zoom(im))))
+    corners = {"top-left": (0, 0), "bottom-right": (1, 1), "top-right": (0, 1), "bottom-left": (1, 0)}
+    return views + [(f"shift-{name}", _crop(0.9, top, left)) for name, (top, left) in corners.items()]
 
 
 @torch.no_grad()
@@ -101,12 +116,12 @@ def view_probs(model, views, logit_shift=None):
 
 # ---------------------------------------------------------------- preview
 
-def save_preview(image, aug, size, upscale, out_path, draws=15):
+def save_preview(image, aug, size, upscale, out_path, vflip=False, draws=15):
     """One image under many random draws of a pipeline, beside the original."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    pipeline = A.Compose(augmentations(aug, size, upscale))
+    pipeline = A.Compose(augmentations(aug, size, upscale, vflip))
     fig, axes = plt.subplots(2, (draws + 1) // 2, figsize=(2 * ((draws + 1) // 2), 4.2))
     axes = axes.flatten()
     axes[0].imshow(image)
@@ -127,7 +142,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     parser.add_argument("--aug", default="heavy", choices=AUGMENTATIONS)
-    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--img-size", type=int, default=160)
+    parser.add_argument("--vflip", action="store_true", help="vertical flips too")
     parser.add_argument("--upscale", default="bicubic", choices=UPSCALE)
     parser.add_argument("--index", type=int, default=0, help="which training image to show")
     parser.add_argument("--seed", type=int, default=0)
@@ -136,7 +152,7 @@ def main():
     train = read_dataset(resolve_data_dir(args.data))["train"]
     np.random.seed(args.seed)
     out = args.out or f"reports/augment_{args.aug}.png"
-    save_preview(load_rgb(train.paths[args.index % len(train.paths)]), args.aug, args.img_size, args.upscale, out)
+    save_preview(load_rgb(train.paths[args.index % len(train.paths)]), args.aug, args.img_size, args.upscale, out, args.vflip)
     print(f"wrote {out}")
 
 

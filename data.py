@@ -16,7 +16,9 @@ Usage:
     python data.py split --data ../shared/data/vehicles6 --out data/vehicles6-split --val 0.15 --test 0.15
 """
 import argparse
+import csv
 import hashlib
+import math
 import random
 import re
 import shutil
@@ -41,14 +43,18 @@ MIN_HASH_SIDE = 32  # smaller images have too few pixels for the hash to tell pi
 
 def load_rgb(path):
     """Any image file as an RGB uint8 array: EXIF rotation applied, alpha flattened on white,
-    16-bit, CMYK, palette and grayscale converted."""
+    16-bit, float, CMYK, palette and grayscale converted."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16/32-bit grayscale: scale the used range to 8 bits instead of clipping at 255
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            # 16/32-bit and float grayscale: floats in 0-1 are intensities; anything else has its used
+            # range scaled to 8 bits instead of being clipped at 255
             a = np.asarray(im, dtype=np.float64)
-            a = 255 * (a - a.min()) / max(a.max() - a.min(), 1)
-            im = Image.fromarray(a.astype(np.uint8))
+            if im.mode == "F" and a.min() >= 0 and a.max() <= 1:
+                a = 255 * a
+            else:
+                a = 255 * (a - a.min()) / max(a.max() - a.min(), 1e-12 if im.mode == "F" else 1)
+            im = Image.fromarray(a.round().astype(np.uint8))
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             im = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -90,8 +96,8 @@ def scan_images(paths):
 
 
 def near_duplicate_pairs(split_a, split_b=None, max_bits=NEAR_DUPLICATE_BITS):
-    """Index pairs (i, j) of images whose hashes differ in at most max_bits bits; i < j within one split.
-    Images under MIN_HASH_SIDE pixels are left out."""
+    """Index pairs (i, j) of images whose hashes differ in at most max_bits bits, closest first; i < j
+    within one split. Images under MIN_HASH_SIDE pixels are left out."""
     same = split_b is None
     split_b = split_a if same else split_b
     usable_b = split_b.sizes.min(1) >= MIN_HASH_SIDE
@@ -101,10 +107,10 @@ def near_duplicate_pairs(split_a, split_b=None, max_bits=NEAR_DUPLICATE_BITS):
         close = (np.bitwise_count(block) <= max_bits) & usable_b[None, :]
         close &= (split_a.sizes[start:start + 1024].min(1) >= MIN_HASH_SIDE)[:, None]
         ii, jj = np.nonzero(close)
-        ii += start
-        keep = ii < jj if same else slice(None)
-        pairs.extend(zip(ii[keep].tolist(), jj[keep].tolist()))
-    return pairs
+        keep = ii + start < jj if same else slice(None)
+        pairs.extend(zip(np.bitwise_count(block[ii[keep], jj[keep]]).tolist(), (ii[keep] + start).tolist(),
+                         jj[keep].tolist()))
+    return [(i, j) for _, i, j in sorted(pairs)]
 
 
 # ---------------------------------------------------------------- folders
@@ -116,6 +122,7 @@ class Split:
     labels: list = None
     hashes: np.ndarray = field(default=None, repr=False)
     sizes: np.ndarray = field(default=None, repr=False)
+    skipped: list = field(default_factory=list, repr=False)  # unreadable files, left out with a warning
 
     @property
     def ids(self):
@@ -131,14 +138,32 @@ def list_images(folder):
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
+def unique_ids(paths, folder):
+    """Fail when two files share an id (10001.jpg and 10001.png): a submission has one row per id."""
+    seen = {}
+    for p in paths:
+        if Path(p).stem in seen:
+            raise UserError(f"{folder} has two images with id {Path(p).stem}: {seen[Path(p).stem].name} and "
+                            f"{Path(p).name}; rename or remove one")
+        seen[Path(p).stem] = Path(p)
+
+
 def read_folder(folder, labels_csv=None):
     """A split folder: class subfolders (labeled), flat + CSV (labeled) or flat (unlabeled)."""
     folder = Path(folder)
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = list_images(folder)
+    if class_dirs and loose:
+        raise UserError(f"{folder} holds both class folders and {len(loose)} images outside them (first: "
+                        f"{loose[0].name}): put every image in its class folder, or use a flat folder only")
     if class_dirs:
         paths, labels = [], []
         for d in class_dirs:
             files = list_images(d)
+            nested = [s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")]
+            if nested:
+                warnings.warn(f"{d} has subfolders ({nested[0].name}, ...): their images are not read; move them "
+                              "into the class folder itself", stacklevel=2)
             if not files:
                 raise UserError(f"class folder {d} has no images: remove it or add images")
             paths += files
@@ -147,10 +172,13 @@ def read_folder(folder, labels_csv=None):
     elif labels_csv is not None and Path(labels_csv).is_file():
         split = read_labels_csv(folder, labels_csv)
     else:
-        split = Split(list_images(folder))
+        split = Split(loose)
+        unique_ids(split.paths, folder)
     if not split.paths:
         raise UserError(f"no images in {folder}")
     kept, split.sizes, split.hashes = scan_images(split.paths)
+    readable = set(kept)
+    split.skipped = [p for i, p in enumerate(split.paths) if i not in readable]
     split.paths = [split.paths[i] for i in kept]
     split.labels = None if split.labels is None else [split.labels[i] for i in kept]
     if not split.paths:
@@ -158,27 +186,91 @@ def read_folder(folder, labels_csv=None):
     return split
 
 
-def read_labels_csv(folder, csv_path):
-    """train.csv with an id column (first column) and a label column (named label/class, else second)."""
-    rows = read_csv(csv_path)
-    if not rows or len(rows[0]) < 2:
-        raise UserError(f"{csv_path} needs at least two columns: id,label")
-    columns = list(rows[0])
-    label_col = next((c for c in columns if c.lower() in ("label", "class", "target", "category")), columns[1])
-    by_stem = {p.stem: p for p in list_images(folder)}
-    by_name = {p.name: p for p in by_stem.values()}
-    paths, labels, missing = [], [], []
+ID_COLUMNS = ("id", "image", "image_id", "imageid", "filename", "file", "name")
+LABEL_COLUMNS = ("label", "class", "target", "category", "expected", "predicted", "prediction", "labels")
+
+
+def read_table(path, what):
+    """A CSV as (columns, rows): a byte-order mark and spaces around headers are dropped; an empty
+    file, a header without rows, or duplicated column names are one-line errors."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [c.strip() for c in next(reader, [])]
+            rows = [dict(zip(header, (v.strip() for v in row))) for row in reader if any(v.strip() for v in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{what} {path} is not a readable CSV ({type(e).__name__}: {e})") from None
+    if not header or not rows:
+        raise UserError(f"{what} {path} has {'no header' if not header else 'a header but no rows'}")
+    if len(set(header)) != len(header) or len(header) < 2:
+        raise UserError(f"{what} {path} needs two or more distinct columns (id and label), got {header}")
+    return header, rows
+
+
+def id_and_label_columns(columns):
+    """(id column, label column): by name when the CSV names them (id/image_id/..., label/class/target/
+    expected/...), else the first and the last column."""
+    named = lambda names: next((c for c in columns if c.lower() in names), None)
+    id_col = named(ID_COLUMNS) or columns[0]
+    label_col = named(LABEL_COLUMNS) or next(c for c in reversed(columns) if c != id_col)
+    return id_col, label_col
+
+
+def id_label_rows(path, what):
+    """{id: label} from an id,label CSV (train.csv, solution.csv), the CSV's columns and rows: an empty
+    id is an error, the same id with two labels too; a repeated identical row is dropped with a warning."""
+    columns, rows = read_table(path, what)
+    id_col, label_col = id_and_label_columns(columns)
+    labels, repeated = {}, 0
     for row in rows:
-        key = row[columns[0]]
+        key, label = row.get(id_col, ""), row.get(label_col) or ""
+        if not key:
+            raise UserError(f"{what} {path} has a row with an empty {id_col}")
+        if key in labels:
+            if labels[key] != label:
+                raise UserError(f"{what} {path} gives id {key} two labels: {labels[key]!r} and {label!r}")
+            repeated += 1
+        labels[key] = label
+    if repeated:
+        warnings.warn(f"{what} {path}: {repeated} repeated rows dropped", stacklevel=2)
+    return labels, columns, rows
+
+
+def check_label_spelling(labels, where):
+    """Fail when two class names differ only in case or spaces ("Car" beside "car"): a typo, not a class."""
+    by_key = {}
+    for label in sorted(set(labels)):
+        by_key.setdefault(label.strip().lower(), []).append(label)
+    clashes = [names for names in by_key.values() if len(names) > 1]
+    if clashes:
+        raise UserError(f"{where}: class names that differ only in case or spaces: "
+                        + "; ".join(" / ".join(repr(n) for n in names) for names in clashes) + " (fix the typo)")
+
+
+def read_labels_csv(folder, csv_path):
+    """train/ with a train.csv of id,label (ids with or without the extension). Rows with an empty label
+    are skipped with a warning; ids without an image are skipped with a warning."""
+    labels, _, _ = id_label_rows(csv_path, "labels file")
+    images = list_images(folder)
+    unique_ids(images, folder)
+    by_stem = {p.stem: p for p in images}
+    by_name = {p.name: p for p in images}
+    paths, found, missing, unlabeled = [], [], [], []
+    for key, label in labels.items():
         path = by_name.get(key) or by_stem.get(key)
         if path is None:
             missing.append(key)
-            continue
-        paths.append(path)
-        labels.append(row[label_col])
+        elif not label:
+            unlabeled.append(key)
+        else:
+            paths.append(path)
+            found.append(label)
     if missing:
         warnings.warn(f"{len(missing)} ids in {csv_path} have no image in {folder} (first: {missing[0]}); skipped")
-    return Split(paths, labels)
+    if unlabeled:
+        warnings.warn(f"{len(unlabeled)} rows of {csv_path} have an empty label (first: {unlabeled[0]}); skipped")
+    check_label_spelling(found, csv_path)
+    return Split(paths, found)
 
 
 def resolve_data_dir(arg):
@@ -307,67 +399,196 @@ def make_loader(dataset, batch_size, workers, device, shuffle=False, sampler=Non
 
 # ---------------------------------------------------------------- leak-free splitting
 
-def duplicate_groups(split, block=25):
-    """Group ids such that near-duplicates share a group.
+def capture_number(stem):
+    """(prefix, number) when a file name reads as a capture counter (IMG_0042, back472, 0042), else None.
+    Ids whose leading part holds digits too (hex strings, uuids) are not counters, only names."""
+    m = re.fullmatch(r"(\D*)(\d+)", stem)
+    return (m[1], int(m[2])) if m else None
 
-    Two sources: pictures whose difference hashes nearly match, and, when file names end in a
-    number, blocks of `block` consecutive numbers within a class, since numbered files are usually
-    capture order and neighbouring frames show the same object (0 turns that off).
+
+def number_block_links(paths, labels, block):
+    """Pairs of neighbouring files in one class and one naming prefix whose numbers fall in the same
+    block of `block` consecutive numbers, chained in number order."""
+    numbered = {}
+    for i, (path, label) in enumerate(zip(paths, labels)):
+        found = capture_number(Path(path).stem)
+        if found:
+            numbered.setdefault((label, found[0]), []).append((found[1], i))
+    links = []
+    for members in numbered.values():
+        members.sort()
+        links += [(i, j) for (a, i), (b, j) in zip(members, members[1:]) if a // block == b // block]
+    return links
+
+
+@dataclass
+class Grouping:
+    """Group id per image; near-duplicate pairs with two different labels (label conflicts or leaks);
+    and how many links were left out to keep every group within its cap."""
+    groups: np.ndarray
+    conflicts: list
+    refused: int
+
+
+def duplicate_groups(split, block=25, max_share=0.15):
+    """Group images so that near-duplicates of one class share a group, and no group grows beyond
+    max_share of its class (at least 1 image), so any class can be split whole groups at a time.
+
+    Links come from two sources, strongest first: pictures whose difference hashes nearly match
+    (closest first), and, when file names are capture counters, neighbouring numbers within a block
+    of `block` (0 turns that off), since neighbouring frames usually show the same object. A link
+    that would make a group too big is left out, so number blocks give way before hashes do. Groups
+    never cross classes: two look-alike images with different labels are reported as conflicts.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    n = len(split.paths)
-    edges = near_duplicate_pairs(split)
+    labels = np.asarray(split.labels)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    cap = np.maximum(1, (max_share * counts).astype(int))[inverse]
+    pairs = near_duplicate_pairs(split)
+    links = [(i, j) for i, j in pairs if labels[i] == labels[j]]
+    conflicts = [(i, j) for i, j in pairs if labels[i] != labels[j]]
     if block:
-        first_in_block = {}
-        for i, (path, label) in enumerate(zip(split.paths, split.labels)):
-            m = re.search(r"(\d+)$", Path(path).stem)
-            if m:
-                key = (label, int(m.group(1)) // block)
-                edges.append((first_in_block.setdefault(key, i), i))
-    rows, cols = zip(*edges) if edges else ((), ())
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+        links += number_block_links(split.paths, labels, block)
+    parent, size, refused = np.arange(len(labels)), np.ones(len(labels), dtype=int), 0
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in links:
+        a, b = root(i), root(j)
+        if a == b:
+            continue
+        if size[a] + size[b] > cap[i]:
+            refused += 1
+            continue
+        parent[b], size[a] = a, size[a] + size[b]
+    return Grouping(np.array([root(i) for i in range(len(labels))]), conflicts, refused)
 
 
-def stratified_group_split(labels, groups, fraction, seed):
-    """(keep, held-out) index arrays: about `fraction` of each class held out, whole groups at a time."""
-    from sklearn.model_selection import StratifiedGroupKFold
-    n_splits = max(2, round(1 / fraction))
-    if len(set(groups)) < n_splits:
-        raise UserError(f"only {len(set(groups))} groups of near-duplicates: too few to hold out {fraction:.0%} by "
-                        "group; lower --block (0 turns number blocks off) or provide a val/ folder")
-    with warnings.catch_warnings():  # a class with fewer groups than folds is fine for one fold
-        warnings.simplefilter("ignore", UserWarning)
-        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        keep, held = next(folds.split(np.zeros(len(labels)), labels, groups))
-    return keep, held
+def group_parts(labels, groups, fractions, seed):
+    """Part index per image: every class shared out among the parts in proportion to `fractions`,
+    whole groups at a time, so near-duplicates never sit in two parts.
+
+    Within a class, groups come in a seeded random order and each goes to the part furthest below
+    its target count; a part therefore misses its target by less than one group. Used with
+    [1 - f, f] for a hold-out split, and with k equal fractions for k-fold cross-validation.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    fractions = np.asarray(fractions, dtype=float) / sum(fractions)
+    rng = np.random.default_rng(seed)
+    part = np.zeros(len(labels), dtype=int)
+    for c in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels == c)
+        ids, sizes = np.unique(groups[members], return_counts=True)
+        target, filled = fractions * len(members), np.zeros(len(fractions))
+        for k in rng.permutation(len(ids)):
+            # ties (every part empty) broken at random, so small classes do not all favour part 0
+            p = int(np.argmax(target - filled + 1e-9 * rng.random(len(fractions))))
+            part[members[groups[members] == ids[k]]] = p
+            filled[p] += sizes[k]
+    return part
+
+
+def split_counts(labels, held_out, fraction):
+    """Per class: images, kept, held out, held-out share, and whether that share is within
+    [0.5, 2] x fraction (allowing for rounding: at least floor, at most ceil of those counts)."""
+    labels, held_out = np.asarray(labels), np.asarray(held_out, dtype=bool)
+    rows = []
+    for c in sorted(set(labels.tolist())):
+        n, held = int((labels == c).sum()), int((held_out & (labels == c)).sum())
+        low, high = math.floor(0.5 * fraction * n), math.ceil(2 * fraction * n)
+        rows.append({"class": c, "images": n, "train": n - held, "held_out": held, "share": round(held / n, 3),
+                     "in_bounds": low <= held <= high and held < n})
+    return rows
+
+
+def check_split(rows, what="validation"):
+    """Fail if a class has no training image; warn (one line each) about classes with nothing held out
+    or a held-out share outside the bounds."""
+    empty = [r["class"] for r in rows if r["train"] == 0]
+    if empty:
+        raise UserError(f"the split left classes with no training image: {', '.join(empty)}")
+    unscored = [r["class"] for r in rows if r["held_out"] == 0]
+    if unscored:
+        print(f"warning: {len(unscored)} class(es) too small to hold any image out for {what} (trained on, not "
+              f"scored): {', '.join(unscored)}")
+    off = [f"{r['class']} {r['share']:.0%}" for r in rows if r["held_out"] and not r["in_bounds"]]
+    if off:
+        print(f"warning: {what} share outside [0.5, 2] x the target for: {', '.join(off)}")
+
+
+def describe_grouping(grouping, split, what="validation"):
+    """One line per finding of the grouping: conflicts across classes and links left out."""
+    if grouping.conflicts:
+        i, j = grouping.conflicts[0]
+        print(f"warning: {len(grouping.conflicts)} look-alike image pair(s) carry different labels (label conflicts "
+              f"or leaks; first: {split.paths[i]} = {split.labels[i]}, {split.paths[j]} = {split.labels[j]}); "
+              "python data.py eda lists them all")
+    if grouping.refused:
+        print(f"warning: {grouping.refused} near-duplicate link(s) left out so that no group outgrows its share of "
+              f"a class: some near-duplicates may sit on both sides of the {what} split")
+
+
+def holdout_split(split, fraction, block, seed):
+    """(train, held-out) Splits of a labeled split and the per-class count rows: about `fraction` of
+    every class held out, near-duplicates grouped (duplicate_groups), never a class without training
+    images."""
+    if not 0 < fraction < 1:
+        raise UserError(f"the validation fraction must be in (0, 1), got {fraction}")
+    grouping = duplicate_groups(split, block, fraction)
+    describe_grouping(grouping, split)
+    held = group_parts(split.labels, grouping.groups, [1 - fraction, fraction], seed) == 1
+    rows = split_counts(split.labels, held, fraction)
+    check_split(rows)
+    return split.subset(np.flatnonzero(~held)), split.subset(np.flatnonzero(held)), rows
+
+
+def train_val_split(ds, val_fraction, block, seed):
+    """val/ when the folder has one, else a leak-free hold-out of train/; plus the per-class rows."""
+    if ds["val"] is not None:
+        train, val = ds["train"], ds["val"]
+        held = [False] * len(train.labels) + [True] * len(val.labels)
+        return train, val, split_counts(train.labels + val.labels, held, len(val.labels) / (len(held) or 1))
+    return holdout_split(ds["train"], val_fraction, block, seed)
+
+
+def take_fraction(split, fraction, seed):
+    """A seeded random fraction of every class (at least one image each), in the original order."""
+    if fraction >= 1:
+        return split
+    if fraction <= 0:
+        raise UserError(f"--train-fraction must be in (0, 1], got {fraction}")
+    rng, labels = np.random.default_rng(seed), np.asarray(split.labels)
+    keep = [i for c in sorted(set(split.labels)) for i in
+            rng.permutation(np.flatnonzero(labels == c))[:max(1, round(fraction * (labels == c).sum()))]]
+    return split.subset(sorted(keep))
 
 
 def split_dataset(data_dir, out_dir, val, test, seed, block):
     """Write out_dir/{train,val,test}/<class>/ and manifest.csv from data_dir's labeled train set."""
-    ds = read_dataset(data_dir)
-    train = ds["train"]
-    groups = duplicate_groups(train, block)
-    parts = {"train": np.arange(len(train.paths))}
-    for name, fraction in (("test", test), ("val", val / max(1 - test, 1e-9))):
-        if fraction > 0:
-            keep, held = stratified_group_split([train.labels[i] for i in parts["train"]],
-                                                groups[parts["train"]], fraction, seed)
-            parts[name] = parts["train"][held]
-            parts["train"] = parts["train"][keep]
+    if val < 0 or test < 0 or val + test >= 1 or val + test == 0:
+        raise UserError(f"--val and --test must be non-negative with a sum in (0, 1): got {val}, {test}")
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise UserError(f"{out_dir} exists: choose a new --out so an earlier split is never overwritten")
-    for name, idx in parts.items():
-        for i in idx:
-            dest = out_dir / name / train.labels[i] / Path(train.paths[i]).name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(train.paths[i], dest)
-            append_csv(out_dir / "manifest.csv", {"split": name, "label": train.labels[i], "group": groups[i],
-                                                  "file": str(dest.relative_to(out_dir)), "source": train.paths[i]})
-    for name, idx in parts.items():
-        print(f"{name}: {len(idx)} images, {len(set(groups[idx]))} duplicate groups")
+    train = read_dataset(data_dir)["train"]
+    grouping = duplicate_groups(train, block, min(f for f in (val, test) if f > 0))
+    describe_grouping(grouping, train, "train/val/test")
+    names = ["train", "val", "test"]
+    part = group_parts(train.labels, grouping.groups, [1 - val - test, val, test], seed)
+    rows = split_counts(train.labels, part > 0, val + test)
+    check_split(rows, "val and test")
+    for i in np.argsort(part, kind="stable"):
+        dest = out_dir / names[part[i]] / train.labels[i] / Path(train.paths[i]).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(train.paths[i], dest)
+        append_csv(out_dir / "manifest.csv", {"split": names[part[i]], "label": train.labels[i],
+                                              "group": grouping.groups[i], "file": str(dest.relative_to(out_dir)),
+                                              "source": train.paths[i]})
+    for k, name in enumerate(names):
+        print(f"{name}: {(part == k).sum()} images, {len(set(grouping.groups[part == k]))} duplicate groups")
     print(f"wrote {out_dir} (train with: python train.py --data {out_dir})")
 
 
@@ -424,16 +645,22 @@ def eda(data_dir, out_dir):
     for i, digest in enumerate(md5):
         by_md5.setdefault(digest, []).append(i)
     exact = [(same[0], j) for same in by_md5.values() for j in same[1:]]
-    near = near_duplicate_pairs(train)
+    exact_conflicts = [(i, j) for i, j in exact if train.labels[i] != train.labels[j]]
+    pairs = near_duplicate_pairs(train)
+    near = [(i, j) for i, j in pairs if train.labels[i] == train.labels[j]]
+    conflicts = [(i, j) for i, j in pairs if train.labels[i] != train.labels[j]]
     cross = near_duplicate_pairs(ds["test"], train) if ds["test"] else []
-    for kind, pairs, a, b in (("exact", exact, train, train), ("near", near, train, train),
-                              ("train-test", cross, ds["test"], train)):
-        for i, j in pairs:
-            append_csv(out_dir / "duplicates.csv", {"kind": kind, "a": a.paths[i], "b": b.paths[j]})
+    for kind, found, a in (("exact", exact, train), ("near", near, train), ("label-conflict", conflicts, train),
+                           ("train-test", cross, ds["test"])):
+        for i, j in found:
+            append_csv(out_dir / "duplicates.csv", {"kind": kind, "a": a.paths[i], "label_a": a.labels[i] if a.labels
+                                                    else "", "b": train.paths[j], "label_b": train.labels[j]})
+    grouping = duplicate_groups(train)
+    largest_group = int(np.bincount(grouping.groups).max())
 
     ratio = max(counts.values()) / min(counts.values())
-    median_side = int(np.median(np.minimum(w, h)))
-    scratch_size = max(32, min(256, 32 * round(median_side / 32)))
+    median_side = float(np.median(np.minimum(w, h)))
+    from augment import input_size
     lines = [f"# EDA of {ds['dir']}", "",
              f"- train: {len(train.paths)} images in {len(classes)} classes"
              + "".join(f"; {name}: {len(ds[name].paths)} ({'labeled' if ds[name].labels else 'unlabeled'})"
@@ -444,26 +671,33 @@ def eda(data_dir, out_dir):
              f"height {h.min()}-{h.max()} (median {int(np.median(h))}); aspect ratio {np.median(w / h):.2f} median",
              f"- channel mean (RGB, 0-1): {mean.round(3).tolist()}, std: {std.round(3).tolist()}"
              f" (over {len(sample)} images)",
-             f"- exact duplicate pairs in train: {len(exact)}; near-duplicate pairs (hash within "
-             f"{NEAR_DUPLICATE_BITS} bits): {len(near)}; test images nearly matching a train image: {len(cross)}"
-             " (listed in duplicates.csv)", "", "## Conclusions", ""]
+             f"- exact duplicate pairs in train: {len(exact)} ({len(exact_conflicts)} with two labels); near-duplicate "
+             f"pairs (hash within {NEAR_DUPLICATE_BITS} bits) within a class: {len(near)}, across classes (label "
+             f"conflicts, leaks, or look-alike backgrounds): {len(conflicts)}; test images nearly matching a train "
+             f"image: {len(cross)} (all listed in duplicates.csv)",
+             f"- validation grouping (train.py's defaults): {len(set(grouping.groups))} groups, the largest "
+             f"{largest_group} images; {grouping.refused} links left out to keep groups within 15% of a class",
+             "", "## Conclusions", ""]
     if ratio >= 3:
         lines.append(f"- Imbalanced (ratio {ratio:.1f}): balance the classes (`--balance sampler` or "
                      "`--balance weights`, or `--loss focal`) and judge by macro-F1, not accuracy alone.")
     else:
         lines.append(f"- Balanced enough (ratio {ratio:.1f}): plain cross-entropy; accuracy is a fair metric.")
-    lines.append(f"- Input size: {scratch_size} px for a model trained from scratch (the median short side is "
-                 f"{median_side} px); pretrained backbones expect 128-224 px, so small images are upscaled "
-                 "(`--img-size`, `--upscale`).")
+    lines.append(f"- Input size: the median short side is {median_side:.0f} px, so train.py's default is "
+                 f"{input_size(median_side, False)} px from scratch and {input_size(median_side, True)} px "
+                 "pretrained (`--img-size`, `--upscale`).")
     if near or exact:
         lines.append("- Near-duplicates exist: validation splits must keep them on one side "
                      "(`data.py split` and train.py's own split group them).")
+    if conflicts or exact_conflicts:
+        lines.append(f"- {len(conflicts) + len(exact_conflicts)} look-alike pairs carry two labels: check them in "
+                     "duplicates.csv (kind label-conflict); they are never grouped across classes.")
     if cross:
         lines.append("- Some test images nearly match training images: expect test accuracy above a clean "
                      "hold-out's on those.")
     lines += ["", "![class balance](class_balance.png)", "", "![examples](examples.png)", "", "![sizes](sizes.png)"]
     (out_dir / "eda.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[2:lines.index("## Conclusions") + 4 + bool(near or exact) + bool(cross)]))
+    print("\n".join(line for line in lines if line.startswith("- ")))
     print(f"wrote {out_dir}/eda.md and plots")
 
 

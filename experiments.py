@@ -6,10 +6,12 @@ Usage:
     python experiments.py architectures --data DIR --rows smallcnn,lite0        # run some rows, report all
     python experiments.py mygrid --grids my_grids.json                          # grids from another file
     python experiments.py recipe --full --seeds 8 --report    # rewrite the report from finished runs only
+    python experiments.py recipe --full --findings            # rewrite only its findings, from grids.json
 
 Grids are plain data in grids.json (name -> {"description", "prepare": [shell commands that make
 what the rows need, shown in the report], "cpu": [train.py args], "full": [args for a GPU], "tta":
-views, "predict": [predict.py args], "rows": {label: [args] or {"args", "note", "fallback",
+views, "predict": [predict.py args], "findings": [paragraphs: what the study found, naming rows
+rather than repeating the table's numbers], "rows": {label: [args] or {"args", "note", "fallback",
 "predict", "reuse"}}}): a run gets --data DIR, the grid's args, then the row's, which
 override them (--data too); predict.py gets the grid's and the row's "predict" args (e.g. --data of
 another folder to score on, --logit-adjust). A row that fails with a one-line error (weights that
@@ -22,8 +24,10 @@ Each (row, seed) is runs/GRID/ROW-sSEED (runs/GRID-full/ with --full), finished 
 wrote test_metrics.json there: the same command again skips finished runs and resumes the others.
 Writes reports/GRID.md (command, settings, hardware; per row the mean ± std over seeds of the best
 validation accuracy (choose rows by it: the test scores are for reporting), test accuracy without and
-with TTA, macro-F1, epoch of best val_acc, seconds per epoch),
-a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png.
+with TTA, macro-F1, epoch of best val_acc, seconds per epoch), the grid's findings under "## Findings",
+a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png. --findings rewrites only
+that section of an existing report (reports/GRID-full.md with --full) from the grids file and needs no
+runs: findings are revised after the runs are gone, and the rest of the report stays as the runs made it.
 """
 import argparse
 import contextlib
@@ -47,6 +51,8 @@ GRIDS_FILE = Path(__file__).resolve().parent / "grids.json"
 REPORTS_DIR = Path("reports")
 ROW_LABEL = re.compile(r"[A-Za-z0-9_.+-]+")  # it becomes part of a folder name
 WHERE_IT_RUNS = {"workers", "device", "resume"}  # train.py settings that do not change what a run computes
+FINDINGS_HEADING = "## Findings"
+RECALL_INTRO = "Per-class recall with TTA"  # the line after the findings: where --findings puts them
 
 
 def parse_args(argv):
@@ -57,7 +63,10 @@ def parse_args(argv):
     p.add_argument("--full", action="store_true", help="the grid's full (GPU) settings instead of its cpu ones")
     p.add_argument("--rows", help="comma-separated row labels to run (default: all)")
     p.add_argument("--grids", default=str(GRIDS_FILE), help="JSON file of grids (default: grids.json)")
-    p.add_argument("--report", action="store_true", help="only write the report from the runs finished so far")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--report", action="store_true", help="only write the report from the runs finished so far")
+    only.add_argument("--findings", action="store_true",
+                      help="only rewrite the findings of the existing report from the grids file (no runs needed)")
     p.add_argument("--workers", help="loader workers for train.py and predict.py (default: theirs)")
     p.add_argument("--device", help="device for train.py and predict.py (default: auto)")
     args = p.parse_args(argv)
@@ -82,8 +91,10 @@ def load_grid(path, name, only_rows):
     for i, row in enumerate(rows.values()):
         if "reuse" in row:  # it trains exactly what the reused row, listed before it, trains
             row["args"] = rows[row["reuse"]].get("args") if row["reuse"] in list(rows)[:i] else None
-    if not all(isinstance(c, str) for c in grids[name].get("prepare", [])):
-        raise UserError(f"grid {name!r} in {path}: \"prepare\" is a list of shell commands")
+    for key, items in (("prepare", "shell commands"), ("findings", "paragraphs")):
+        value = grids[name].get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise UserError(f"grid {name!r} in {path}: \"{key}\" is a list of {items}")
     if not rows or not all(ROW_LABEL.fullmatch(label) and isinstance(row.get("args"), list)
                            and all(isinstance(row.get(key, []), list) for key in ("fallback", "predict"))
                            for label, row in rows.items()):
@@ -264,6 +275,28 @@ def plot_report(finished, tag):
     save(fig, f"{tag}_bars.png")
 
 
+def findings_lines(grid):
+    """The report's findings section, each paragraph followed by a blank line; none without findings."""
+    findings = grid.get("findings", [])
+    return [FINDINGS_HEADING, "", *(line for paragraph in findings for line in (paragraph, ""))] if findings else []
+
+
+def refresh_findings(tag, grid):
+    """Replace the findings of reports/TAG.md, or put them before its per-class recall, leaving every other
+    line as it is: the table came from runs that may no longer exist."""
+    path = REPORTS_DIR / f"{tag}.md"
+    if not path.is_file():
+        raise UserError(f"{path} not found: --findings rewrites a report the grid has written "
+                        f"(reports/GRID-full.md with --full)")
+    lines = path.read_text().split("\n")  # split, not splitlines: joined again, the file is unchanged elsewhere
+    end = next((i for i, line in enumerate(lines) if line.startswith(RECALL_INTRO)), None)
+    if end is None:
+        raise UserError(f"{path} has no line starting {RECALL_INTRO!r}: not a report written by experiments.py")
+    start = lines.index(FINDINGS_HEADING) if FINDINGS_HEADING in lines[:end] else end
+    lines[start:end] = findings_lines(grid)
+    path.write_text("\n".join(lines))
+
+
 def write_report(plan, grid, results, command):
     """reports/TAG.md from whatever runs have finished so far, and its two plots."""
     titles = [f"{r['label']} (fallback)" if r["fallback"] is not None else r["label"] for r in results]
@@ -298,7 +331,7 @@ def write_report(plan, grid, results, command):
             cells.append(f"{(f1[title] - f1[base]) / gap:.2f}" if gap else "no gap")
         lines.append(f"| {title} | {len(runs)}/{n_seeds} | " + " | ".join(cells) + " |")
     classes = list(next(iter(done.values()))[0]["recall_tta"]) if done else []
-    lines += ["", f"Per-class recall with TTA {plan.tta} (mean ± std over seeds):", "",
+    lines += ["", *findings_lines(grid), f"{RECALL_INTRO} {plan.tta} (mean ± std over seeds):", "",
               "| row | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for title, runs in done.items():
         lines.append(f"| {title} | " + " | ".join(mean_std([s["recall_tta"][c] for s in runs], 3) for c in classes)
@@ -324,11 +357,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     grid, rows, wanted = load_grid(args.grids, args.grid, args.rows)
+    tag = f"{args.grid}-full" if args.full else args.grid  # CPU and GPU settings never share run folders
+    if args.findings:  # before the data and the runs, which it does not need
+        refresh_findings(tag, grid)
+        print(f"rewrote the findings of {REPORTS_DIR / tag}.md")
+        return
     data = str(resolve_data_dir(args.data))
     check_scored(data, [str(a) for a in grid.get("predict", [])])
     where = (["--workers", args.workers] if args.workers else []) + (["--device", args.device] if args.device else [])
-    plan = Plan(f"{args.grid}-full" if args.full else args.grid,  # CPU and GPU settings never share run folders
-                [str(a) for a in grid.get("full" if args.full else "cpu", [])], data, list(range(args.seeds)),
+    plan = Plan(tag, [str(a) for a in grid.get("full" if args.full else "cpu", [])], data, list(range(args.seeds)),
                 int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])], where)
     for label in wanted:  # every problem that can be found before the first run starts
         row = rows[label]

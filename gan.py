@@ -41,11 +41,10 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from balance import draw_weights
-from data import load_rgb, read_dataset, resolve_data_dir
+from data import load_rgb, read_dataset, resolve_data_dir, take_fraction, train_val_split
 from models import build_model
-from train import split_train_val, take_fraction
-from utils import (UserError, amp_dtype, append_csv, environment, latest_run, new_run_dir, pick_device, read_csv,
-                   run_cli, save_checkpoint, seed_everything, write_json)
+from utils import (UserError, amp_dtype, append_csv, environment, latest_run, load_checkpoint, new_run_dir, pick_device,
+                   read_csv, run_cli, save_checkpoint, seed_everything, write_json)
 
 FD_NOTE = "FD on efficientnet_lite0 features: NOT comparable with Inception-FID numbers"
 FD_SIZE = 128  # images are upscaled to this before the feature network, which was trained at 224 px
@@ -166,7 +165,7 @@ def diff_augment(x, translation=0.125, cutout=0.5):
 def training_split(args):
     """(the images train.py trains on with --split-seed = this --seed, class names)."""
     ds = read_dataset(resolve_data_dir(args.data))
-    train, _ = split_train_val(ds, args, args.seed)
+    train, _, _ = train_val_split(ds, args.val_fraction, args.block, args.seed)
     return take_fraction(train, args.train_fraction, args.seed), ds["classes"]
 
 
@@ -324,6 +323,7 @@ def parse_train_args(argv):
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     p.add_argument("--name", help="run folder runs/gan-NAME (default: the time)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow a last.pt that holds more than weights")
     args = p.parse_args(argv)
     for name in ("batch_size", "width", "z_dim", "sample_every", "fd_images", "grid_cols"):
         if getattr(args, name) < 1:
@@ -333,19 +333,14 @@ def parse_train_args(argv):
     return args
 
 
-def read_gan_checkpoint(path, option):
+def read_gan_checkpoint(path, option, trust=False):
     """(path of last.pt, its contents) for a run folder or a last.pt; option names the flag in errors."""
     path = Path(path)
     path = path / "last.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise UserError(f"{option}: {path} not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise UserError(f"{option}: {path} is not readable ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or "generator" not in state or "ema" not in state:
-        raise UserError(f"{option}: {path} is not a last.pt written by gan.py")
-    return path, state
+        return path, load_checkpoint(path, ("generator", "ema", "args"), "gan.py (a last.pt)", "last.pt", trust)
+    except UserError as e:
+        raise UserError(f"{option}: {e}") from None
 
 
 def load_resume_state(args):
@@ -354,7 +349,7 @@ def load_resume_state(args):
     if not args.resume:
         args.epochs = args.epochs or 100
         return args, None, None
-    last, state = read_gan_checkpoint(args.resume, "--resume")
+    last, state = read_gan_checkpoint(args.resume, "--resume", args.trust_checkpoint)
     saved = argparse.Namespace(**{**vars(parse_train_args([])), **state["args"]})  # newer flags: their defaults
     saved.epochs, saved.device = args.epochs or saved.epochs, args.device  # more epochs, or another machine
     print(f"resuming {last.parent} after epoch {state['epoch']} of {saved.epochs}")
@@ -476,6 +471,7 @@ def train(args):
 def parse_sample_args(argv):
     p = argparse.ArgumentParser(prog="gan.py sample", description="write EMA-generator images as DIR/<class>/*.png")
     p.add_argument("--run", help="GAN run folder or its last.pt (default: the latest runs/gan-*)")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow a last.pt that holds more than weights")
     p.add_argument("--per-class", type=int, required=True, help="images per class")
     p.add_argument("--out", required=True, help="folder for <class>/ subfolders of PNGs")
     p.add_argument("--classes", help="comma-separated class names (default: all)")
@@ -488,7 +484,8 @@ def parse_sample_args(argv):
 
 
 def sample(args):
-    path, state = read_gan_checkpoint(args.run or latest_run(required="last.pt", pattern="gan-*", trainer="gan.py"), "--run")
+    path, state = read_gan_checkpoint(args.run or latest_run(required="last.pt", pattern="gan-*", trainer="gan.py"), "--run",
+                                      args.trust_checkpoint)
     classes, saved = state["classes"], argparse.Namespace(**state["args"])
     wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else classes
     unknown = [c for c in wanted if c not in classes]

@@ -195,18 +195,19 @@ def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0,
     return model, IMAGENET_MEAN, IMAGENET_STD
 
 
-def load_run(run_dir, device="cpu"):
+def load_run(run_dir, device="cpu", trust=False):
     """A trained run's best model (its EMA weights when it kept them), in eval mode, and the checkpoint."""
-    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
-    model, _, _ = build_model(ckpt["arch"], len(ckpt["classes"]), pretrained=False, attention=ckpt["attention"],
-                              drop=ckpt["drop"], width=ckpt.get("width"))
+    ckpt = load_checkpoint(Path(run_dir) / "best.pt", ("model", "classes", "args"), trust=trust)
+    settings = ckpt["args"]
+    model, _, _ = build_model(settings["arch"], len(ckpt["classes"]), pretrained=False,
+                              attention=settings["attention"], drop=settings["drop"], width=settings["width"])
     weights = ckpt["model"]
     if ckpt.get("ema"):
         weights = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise UserError(f"{run_dir}/best.pt does not match its {ckpt['arch']} model: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{run_dir}/best.pt does not match its {settings['arch']} model: {str(e).splitlines()[0]}") from None
     return model.to(device, memory_format=torch.channels_last).eval(), ckpt
 
 

@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from data import duplicate_groups, load_rgb, read_dataset, resolve_data_dir, stratified_group_split
-from utils import UserError, new_run_dir, pick_device, run_cli, seed_everything, write_json
+from data import holdout_split, load_rgb, read_dataset, resolve_data_dir
+from utils import UserError, load_checkpoint, new_run_dir, pick_device, run_cli, seed_everything, write_json
 
 
 class ESPCN(nn.Module):
@@ -111,9 +111,9 @@ def train_espcn(argv):
     device = pick_device(args.device)
     data_dir = resolve_data_dir(args.data)
     images = read_dataset(data_dir)["train"]
-    keep, held = stratified_group_split(images.labels, duplicate_groups(images, args.block), args.holdout, args.seed)
-    held = [load_chw(images.paths[i]) for i in held]
-    trainable = [image for image in (load_chw(images.paths[i]) for i in keep)
+    keep, held, _ = holdout_split(images, args.holdout, args.block, args.seed)
+    held = [load_chw(path) for path in held.paths]
+    trainable = [image for image in map(load_chw, keep.paths)
                  if min(image.shape[1:]) >= args.crop]  # smaller images have no crop of that size
     if not trainable:
         raise UserError(f"no training image left is at least {args.crop} px on each side: use a smaller --crop")
@@ -155,18 +155,20 @@ def train_espcn(argv):
 def upscale_folder(argv):
     p = argparse.ArgumentParser(description="Write an ESPCN-upscaled copy of a competition folder.")
     p.add_argument("--model", required=True, help="espcn.pt written by python superres.py")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow a file that holds more than weights")
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     p.add_argument("--out", help="new folder (default: data/ beside the model, inside runs/)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     if not Path(args.model).is_file():
         raise UserError(f"model not found: {args.model} (train one: python superres.py --data DIR)")
+    ckpt = load_checkpoint(args.model, ("model", "scale", "width"), "superres.py (an espcn.pt)",
+                           trust=args.trust_checkpoint)
+    model = ESPCN(ckpt["scale"], ckpt["width"])
     try:
-        ckpt = torch.load(args.model, map_location="cpu", weights_only=False)
-        model = ESPCN(ckpt["scale"], ckpt["width"])
         model.load_state_dict(ckpt["model"])
-    except Exception as e:
-        raise UserError(f"{args.model} is not an espcn.pt written by superres.py ({type(e).__name__})") from None
+    except RuntimeError as e:
+        raise UserError(f"{args.model} does not match an ESPCN of its own settings: {str(e).splitlines()[0]}") from None
     data_dir = resolve_data_dir(args.data)
     ds = read_dataset(data_dir)
     out = Path(args.out or Path(args.model).parent / "data")

@@ -36,21 +36,26 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from augment import AUGMENTATIONS, UPSCALE, build_transform
+from augment import AUGMENTATIONS, UPSCALE, build_transform, input_size
 from balance import BALANCE_METHODS, class_counts, find_hard_examples, loss_weights, make_sampler, training_images
-from data import ImageDataset, duplicate_groups, make_loader, read_dataset, resolve_data_dir, stratified_group_split
+from data import ImageDataset, make_loader, read_dataset, resolve_data_dir, take_fraction, train_val_split
 from models import ARCHS, ATTENTIONS, build_model, load_run
-from utils import (UserError, amp_dtype, append_csv, environment, new_run_dir, pick_device, plot_curves,
-                   read_csv, run_cli, save_checkpoint, seed_everything, write_json)
+from utils import (UserError, amp_dtype, append_csv, check_writable, environment, load_checkpoint, lock_run, new_run_dir,
+                   pick_device, plot_curves, read_csv, run_cli, save_checkpoint, seed_everything, write_json)
 
-# What the recipe flags become when not given. The small CNN trains from scratch at 64 px with SGD,
-# small batches, label smoothing and dropout; its learning rate is the best on validation of the
-# recipe grid (python experiments.py recipe --full, reports/recipe-full.md). Backbones downsample 32x,
-# so small images are upscaled to 128 px, and fine-tune with AdamW.
-DEFAULTS = {"smallcnn": dict(width=32, img_size=64, epochs=10, batch_size=32, optimizer="sgd", lr=0.025,
-                             weight_decay=5e-4, label_smoothing=0.1, drop=0.2),
-            "backbone": dict(img_size=128, epochs=5, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.05,
-                             label_smoothing=0.0, drop=0.0)}
+# What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
+# SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
+# recipe grid: reports/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain script
+# in ../shared/bench does. Input size and epochs come from the data (derive_defaults).
+DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e-4, label_smoothing=0.1, drop=0.2),
+            "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
+# The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
+# at least MIN_STEPS optimizer steps, so that a small dataset still trains, but never more than 3x the
+# epochs. Pretrained: 7 epochs at 192 px (8 at 160) on 85% of train/, which on 2 CPU cores takes less
+# time than the plain fine-tuning script's 6 epochs at 160 px on all of it (reports/vs_plain.md).
+BUDGET = {"smallcnn": dict(size=64, epochs=10), "backbone": dict(size=192, epochs=7)}
+MIN_STEPS = 300
+SMALL_DATASET = 1000  # fewer training images than this: batches of 16, twice the optimizer steps
 
 
 def parse_args(argv=None):
@@ -61,20 +66,23 @@ def parse_args(argv=None):
     p.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
     p.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
     p.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
-    p.add_argument("--img-size", type=int, help="input size (default 64 from scratch, 128 pretrained)")
+    p.add_argument("--img-size", type=int, help="input size (default: from the images' median short side, "
+                                                  "32-64 px from scratch, 160-192 px pretrained)")
     p.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when resizing")
-    p.add_argument("--aug", default="light", choices=AUGMENTATIONS)
-    p.add_argument("--epochs", type=int, help="default 10 from scratch, 5 pretrained")
-    p.add_argument("--batch-size", type=int, help="default 32 from scratch, 64 pretrained")
+    p.add_argument("--aug", default="light", choices=AUGMENTATIONS, help="training augmentation (augment.py)")
+    p.add_argument("--vflip", action="store_true", help="vertical flips too (--aug light/heavy), and in TTA")
+    p.add_argument("--epochs", type=int, help="default: 10 at 64 px from scratch, 7 at 192 px pretrained, more at "
+                                               "smaller sizes and for small datasets (derive_defaults)")
+    p.add_argument("--batch-size", type=int, help="default 32, 16 under 1,000 training images")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), help="default sgd (Nesterov) from scratch, adamw pretrained")
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
-    p.add_argument("--weight-decay", type=float, help="default 5e-4 from scratch (SGD), 0.05 pretrained (AdamW)")
+    p.add_argument("--weight-decay", type=float, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the annealing")
     p.add_argument("--freeze-epochs", type=int, default=0, help="train only the head for the first N epochs")
     p.add_argument("--loss", default="ce", choices=("ce", "focal"))
     p.add_argument("--focal-gamma", type=float, default=2.0)
     p.add_argument("--switch-to-focal-epoch", type=int, default=0, help="use focal loss from this epoch on (0: never)")
-    p.add_argument("--label-smoothing", type=float, help="default 0.1 from scratch, 0 pretrained")
+    p.add_argument("--label-smoothing", type=float, help="default 0.1")
     p.add_argument("--balance", default="none", choices=BALANCE_METHODS, help="class balancing (see balance.py)")
     p.add_argument("--cb-beta", type=float, default=0.999, help="beta of --balance effective")
     p.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
@@ -108,6 +116,8 @@ def parse_args(argv=None):
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     p.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a --resume/--init file that holds more than weights (it could run code)")
     args = p.parse_args(argv)
     args.arch = args.arch or ("efficientnet_lite0" if args.pretrained else "smallcnn")
     for key, value in DEFAULTS["smallcnn" if args.arch == "smallcnn" else "backbone"].items():
@@ -169,26 +179,34 @@ def make_criterion(args, epoch, class_weights):
     return FocalLoss(args.focal_gamma if focal else 0.0, class_weights, args.label_smoothing), "focal" if focal else "ce"
 
 
-def split_train_val(ds, args, seed):
-    """val/ when the folder has one, else a leak-free stratified split of train/."""
-    if ds["val"] is not None:
-        return ds["train"], ds["val"]
-    train = ds["train"]
-    groups = duplicate_groups(train, args.block)
-    keep, held = stratified_group_split(train.labels, groups, args.val_fraction, seed)
-    return train.subset(keep), train.subset(held)
+def derive_defaults(args, train):
+    """Fill in the input size, batch size and epochs the user left out, from the model kind and the
+    training images (augment.input_size, BUDGET); returns {setting: why} for config.json and the console."""
+    kind = "smallcnn" if args.arch == "smallcnn" else "backbone"
+    budget, why = BUDGET[kind], {}
+    if args.img_size is None:
+        short_side = float(np.median(train.sizes.min(1)))
+        args.img_size = input_size(short_side, pretrained=kind == "backbone")
+        why["img_size"] = f"median short side {short_side:.0f} px"
+    if args.batch_size is None:
+        args.batch_size = 16 if len(train.paths) < SMALL_DATASET else 32
+        why["batch_size"] = f"{len(train.paths)} training images"
+    if args.epochs is None:
+        steps_per_epoch = max(1, len(train.paths) // args.batch_size)
+        epochs = round(budget["epochs"] * budget["size"] / args.img_size)
+        args.epochs = min(3 * epochs, max(epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
+        why["epochs"] = (f"{budget['epochs']} at {budget['size']} px scaled to {args.img_size} px, at least "
+                         f"{MIN_STEPS} steps of {steps_per_epoch}")
+    return why
 
 
-def take_fraction(split, fraction, seed):
-    """A seeded random fraction of every class (at least one image each), in the original order."""
-    if fraction >= 1:
-        return split
-    if fraction <= 0:
-        raise UserError(f"--train-fraction must be in (0, 1], got {fraction}")
-    rng, labels = np.random.default_rng(seed), np.asarray(split.labels)
-    keep = [i for c in sorted(set(split.labels)) for i in
-            rng.permutation(np.flatnonzero(labels == c))[:max(1, round(fraction * (labels == c).sum()))]]
-    return split.subset(sorted(keep))
+def print_split(rows, run_dir):
+    """The per-class train/validation counts, on the console and in split_counts.csv."""
+    width = max(len("class"), *(len(r["class"]) for r in rows))
+    print(f"{'class':<{width}}  train    val  share")
+    for r in rows:
+        print(f"{r['class']:<{width}}  {r['train']:5d}  {r['held_out']:5d}  {r['share']:5.1%}")
+        append_csv(run_dir / "split_counts.csv", r)
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, ema, mix, device, dtype, desc):
@@ -232,30 +250,37 @@ def evaluate(model, loader, device, dtype):
             "val_f1": float(f1_score(labels, preds, average="macro"))}
 
 
-def start_or_resume(args):
-    """(args, run folder, last.pt state or None). A resumed run takes its saved settings."""
-    if not args.resume:
-        run_dir = new_run_dir(args.name or f"{args.arch}-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}")
-        write_json(run_dir / "config.json", {"args": vars(args), "environment": environment()})
-        return args, run_dir, None
+def resume_state(args):
+    """(saved args, run folder, last.pt state) of --resume RUN."""
     last = Path(args.resume)
     last = last / "last.pt" if last.is_dir() else last
-    if not last.is_file():
-        raise UserError(f"--resume: {last} not found")
-    state = torch.load(last, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "optimizer" not in state:
-        raise UserError(f"--resume: {last} is not a last.pt written by train.py")
+    state = load_checkpoint(last, ("model", "optimizer", "args", "epoch"), "train.py (a last.pt)",
+                            trust=args.trust_checkpoint)
     saved = argparse.Namespace(**state["args"])
     saved.workers, saved.device = args.workers, args.device  # where it runs now may differ
+    saved.trust_checkpoint = args.trust_checkpoint
     print(f"resuming {last.parent} after epoch {state['epoch']}")
     return saved, last.parent, state
 
 
+def repair_log(log_path, last_row):
+    """Make log.csv end at the checkpoint's epoch: rows written after it (a crash between the row and the
+    next checkpoint) go, and the checkpoint's own row comes back if the crash came before it was logged."""
+    rows = [r for r in read_csv(log_path) if int(r["epoch"]) < last_row["epoch"]] if log_path.exists() else []
+    log_path.unlink(missing_ok=True)
+    for row in rows + [last_row]:
+        append_csv(log_path, row)
+    for stale in log_path.parent.glob("*.tmp"):  # a checkpoint write the crash cut short
+        stale.unlink()
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if not args.resume:
+    resumed = None
+    if args.resume:
+        args, run_dir, resumed = resume_state(args)
+    else:
         args.data = str(resolve_data_dir(args.data))  # config.json names the folder actually used
-    args, run_dir, resumed = start_or_resume(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
     dtype = amp_dtype(device, args.amp)
@@ -264,8 +289,16 @@ def main(argv=None):
     ds = read_dataset(args.data)
     classes = ds["classes"]
     split_seed = args.seed if args.split_seed is None else args.split_seed
-    train, val = split_train_val(ds, args, split_seed)
+    train, val, split_rows = train_val_split(ds, args.val_fraction, args.block, split_seed)
     train = take_fraction(train, args.train_fraction, split_seed)
+    if resumed is None:
+        derived = derive_defaults(args, train)
+        run_dir = new_run_dir(args.name or f"{args.arch}-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_lock = lock_run(run_dir)  # held while this process lives
+    if resumed is None:
+        write_json(run_dir / "config.json", {"args": vars(args), "derived": derived, "environment": environment()})
+        print_split(split_rows, run_dir)
+        print("derived from the data: " + "; ".join(f"{k} {getattr(args, k)} ({why})" for k, why in derived.items()))
     train_paths, train_targets, pipeline = training_images(train, classes, args)
     counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
     if resumed is None:
@@ -276,12 +309,13 @@ def main(argv=None):
                 label = labels[i] if labels else Path(path).parent.name
                 append_csv(run_dir / "split.csv", {"split": split_name, "label": label, "file": path})
     print(f"{len(classes)} classes; train {len(train.paths)} real images (smallest class {counts.min()}, largest "
-          f"{counts.max()}), {len(train_paths)} per epoch with balancing and synthetic images; val {len(val.paths)}")
+          f"{counts.max()}), {len(train_paths)} per epoch with balancing and synthetic images; val {len(val.paths)}; "
+          f"{args.arch} at {args.img_size} px, batch {args.batch_size}, {args.epochs} epochs; run folder {run_dir}")
 
-    init_model, init = load_run(args.init) if args.init else (None, None)
+    init_model, init = load_run(args.init, trust=args.trust_checkpoint) if args.init else (None, None)
     if init is not None and resumed is None:  # fine-tuning keeps the run's model and input size
-        for key in ("arch", "attention", "drop", "width", "img_size", "upscale"):
-            setattr(args, key, init.get(key))  # checkpoints from before --width have no width: 32
+        for key in ("arch", "attention", "drop", "width", "img_size", "upscale", "vflip"):
+            setattr(args, key, init["args"][key])
         write_json(run_dir / "config.json", {"args": vars(args), "environment": environment()})
     model, mean, std = build_model(args.arch, len(classes), args.pretrained and init is None, args.attention, args.drop,
                                    args.width)
@@ -292,7 +326,7 @@ def main(argv=None):
     model = model.to(device, memory_format=torch.channels_last)
     eval_transform = build_transform("none", args.img_size, mean, std, args.upscale)
     train_set = ImageDataset(train_paths, train_targets,
-                             [build_transform(aug, args.img_size, mean, std, args.upscale)
+                             [build_transform(aug, args.img_size, mean, std, args.upscale, args.vflip)
                               for aug in (args.aug, "heavy", args.synthetic_aug)], pipeline=pipeline)
     val_set = ImageDataset(val.paths, [classes.index(c) for c in val.labels], eval_transform)
     val_loader = make_loader(val_set, args.batch_size * 2, args.workers, device)
@@ -301,7 +335,7 @@ def main(argv=None):
     if args.hard_fraction:
         if init is None:
             raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
-        hard_weights = resumed["hard_weights"] if resumed is not None else find_hard_examples(
+        hard_weights = np.asarray(resumed["hard_weights"]) if resumed is not None else find_hard_examples(
             model, train_set, classes, run_dir, args, device, dtype, eval_transform)
     draws_per_epoch = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set)
     steps_per_epoch = draws_per_epoch // args.batch_size if draws_per_epoch > args.batch_size else 1
@@ -321,6 +355,8 @@ def main(argv=None):
         class_weights = class_weights.to(device)
         print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(classes, class_weights)))
 
+    # best.pt and last.pt, each with the model, its EMA and the optimizer's moments, and room to write a new one
+    check_writable(run_dir, 6 * 4 * sum(p.numel() for p in model.parameters()) + 2**20)
     start_epoch, best_score, bad_epochs = 1, None, 0
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -330,6 +366,7 @@ def main(argv=None):
         if ema is not None:
             ema.load_state_dict(resumed["ema"])
         start_epoch, best_score, bad_epochs = resumed["epoch"] + 1, resumed["best_score"], resumed["bad_epochs"]
+        repair_log(run_dir / "log.csv", resumed["metrics"])
         if bad_epochs >= args.patience:  # it had already stopped early
             start_epoch = args.epochs + 1
 
@@ -355,17 +392,16 @@ def main(argv=None):
         best_score, bad_epochs = (score, 0) if is_best else (best_score, bad_epochs + 1)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "loss_fn": loss_name, "head_only": head_only,
                "train_loss": train_loss, "train_acc": train_acc, **metrics, "seconds": time.time() - started}
-        append_csv(run_dir / "log.csv", row)
-        plot_curves(read_csv(run_dir / "log.csv"), run_dir / "curves.png")
-        state = {"epoch": epoch, "args": vars(args), "classes": classes, "arch": args.arch, "attention": args.attention,
-                 "drop": args.drop, "width": args.width, "img_size": args.img_size, "mean": mean, "std": std,
-                 "aug": args.aug, "upscale": args.upscale, "class_counts": counts.tolist(),
-                 "hard_weights": hard_weights, "metrics": row,
+        state = {"epoch": epoch, "args": vars(args), "classes": classes, "mean": mean, "std": std,
+                 "class_counts": counts.tolist(),
+                 "hard_weights": None if hard_weights is None else hard_weights.tolist(), "metrics": row,
                  "model": model.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_score": best_score,
                  "bad_epochs": bad_epochs}
         save_checkpoint(state, is_best, run_dir)
+        append_csv(run_dir / "log.csv", row)  # after the checkpoint: a resumed run repairs a missing row
+        plot_curves(read_csv(run_dir / "log.csv"), run_dir / "curves.png")
         print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | val loss "
               f"{metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 {metrics['val_f1']:.4f} | "
               f"{row['seconds']:.0f}s{' | best' if is_best else ''}")

@@ -5,8 +5,10 @@ Nothing here is specific to one script; each function is used by at least two of
 import csv
 import json
 import os
+import pickle
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -81,11 +83,45 @@ def environment():
 
 
 def new_run_dir(name):
-    run_dir = RUNS_DIR / name
-    if run_dir.exists():
-        run_dir = RUNS_DIR / f"{name}-{time.strftime('%H%M%S')}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    """runs/NAME, or runs/NAME-2, -3, ... when it exists (two runs started at once never share one)."""
+    try:
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 1000):
+            run_dir = RUNS_DIR / (name if attempt == 1 else f"{name}-{attempt}")
+            try:
+                run_dir.mkdir(parents=True)
+                return run_dir
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise UserError(f"cannot create a run folder under {RUNS_DIR.resolve()} ({e.strerror})") from None
+    raise UserError(f"runs/{name} and 998 numbered copies exist: choose another --name")
+
+
+def lock_run(run_dir):
+    """Hold an exclusive lock on the run folder for as long as this process lives, so that two
+    trainings (a --resume started twice) never write one folder; fails at once if it is taken."""
+    import fcntl
+    handle = open(Path(run_dir) / ".lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(f"{run_dir} is in use by another training process") from None
+    return handle
+
+
+def check_writable(run_dir, needed_bytes):
+    """Fail before the first epoch, not after it, when the run folder cannot take its checkpoints."""
+    probe = Path(run_dir) / ".write-test"
+    try:
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {run_dir} ({e.strerror})") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < needed_bytes:
+        raise UserError(f"{run_dir} has {free / 2**20:.0f} MiB free; its checkpoints need about "
+                        f"{needed_bytes / 2**20:.0f} MiB")
 
 
 def latest_run(runs_dir=RUNS_DIR, required="best.pt", pattern="*", trainer="train.py"):
@@ -97,28 +133,48 @@ def latest_run(runs_dir=RUNS_DIR, required="best.pt", pattern="*", trainer="trai
 
 
 def save_checkpoint(state, is_best, run_dir):
-    """last.pt always (to resume), best.pt when the monitored metric improved.
+    """best.pt when the monitored metric improved, then last.pt (to resume), each written to a
+    temporary file and renamed, so a crash never leaves a half-written checkpoint, and last.pt never
+    claims a best that best.pt does not hold. A failed write (a full disk) removes its temporary file
+    and keeps the previous checkpoints."""
+    for name in (["best.pt"] if is_best else []) + ["last.pt"]:
+        path = Path(run_dir) / name
+        tmp = path.with_suffix(".pt.tmp")
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError of its zip writer
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"could not write {path} ({str(e).splitlines()[0]}); last.pt still holds the epoch "
+                            "before: free some space, then --resume") from None
 
-    Written to a temporary file and renamed, so a crash mid-write never destroys the previous one.
-    """
-    for name in ["last.pt"] + (["best.pt"] if is_best else []):
-        tmp = Path(run_dir) / f"{name}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, Path(run_dir) / name)
+
+TRUST_FLAG = "--trust-checkpoint"
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, required=("model", "classes"), writer="train.py", default_name="best.pt", trust=False):
+    """A checkpoint's contents, read with torch.load(weights_only=True): tensors, numbers, strings,
+    lists and dicts only, so a file can never run code when it is opened. A file that holds anything
+    else (a legacy pickle, or one crafted to run a command) is refused, unless `trust` (the scripts'
+    --trust-checkpoint, for a file the user made) allows a full unpickling.
+    `required`: keys the writer always stores; a folder means its `default_name`."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best.pt"
+        path = path / default_name
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e):
+            raise UserError(f"{path} is not a readable checkpoint (UnpicklingError: {str(e).splitlines()[0]})") from None
+        raise UserError(f"{path} holds Python objects besides weights and settings, which could run code when "
+                        f"loaded: refused. If you wrote this file yourself, pass {TRUST_FLAG}") from None
     except Exception as e:
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "classes" not in ckpt:
-        raise UserError(f"{path} is not a checkpoint written by train.py (no model/classes inside)")
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    missing = [key for key in required if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not a checkpoint written by {writer} (no {', '.join(missing)} inside)")
     return ckpt
 
 

@@ -107,7 +107,7 @@ def test_split_is_stratified_reproducible_and_keeps_duplicates_together(tmp_path
 
 def test_numbered_frames_are_grouped_in_blocks(competition):
     train = data.read_dataset(competition)["train"]
-    groups = data.duplicate_groups(train, block=5)
+    groups = data.duplicate_groups(train, block=5, max_share=0.5).groups
     by_file = dict(zip((p.name for p in train.paths), groups))
     assert by_file["red0.png"] == by_file["red4.png"] != by_file["red5.png"]
     assert by_file["red0.png"] != by_file["green0.png"]
@@ -132,11 +132,11 @@ def test_eda_writes_report_and_plots(competition, tmp_path):
 
 
 def test_augmentation_draws_are_independent_and_reproducible():
-    """Both flips at p=0.5 must give all four combinations, and a reseeded pipeline the same draws."""
+    """Both flips at p=0.5 (--vflip) must give all four combinations, and a reseeded pipeline the same draws."""
     from augment import build_transform
     image = np.zeros((8, 8, 3), np.uint8)
     image[0, 0] = 255  # the bright corner tells which flips were applied
-    dataset = data.ImageDataset([None], [0], build_transform("light", 8, (0, 0, 0), (1, 1, 1)))
+    dataset = data.ImageDataset([None], [0], build_transform("light", 8, (0, 0, 0), (1, 1, 1), vflip=True))
 
     def corners(seed):
         dataset.reseed(seed)
@@ -145,3 +145,11 @@ def test_augmentation_draws_are_independent_and_reproducible():
 
     assert set(corners(1)) == {(0, 0), (0, 7), (7, 0), (7, 7)}
     assert corners(1) == corners(1) != corners(2)
+
+
+def test_light_flips_horizontally_only_unless_asked():
+    from augment import augmentations
+    names = lambda ops: {type(op).__name__ for op in ops}
+    assert "VerticalFlip" not in names(augmentations("light", 32)) | names(augmentations("heavy", 32))
+    assert "HorizontalFlip" in names(augmentations("light", 32)) and "VerticalFlip" in names(
+        augmentations("light", 32, vflip=True))

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -6,12 +7,18 @@ import experiments
 from utils import UserError
 
 TINY = ["--epochs", "1", "--img-size", "32", "--batch-size", "8", "--block", "4"]
+FINDINGS = ["plain learns the colours.", "The fallback trains **without** the missing data."]
 
 
-def write_grids(path, rows, settings=TINY, prepare=("python gan.py --epochs 1",)):
+def write_grids(path, rows, settings=TINY, prepare=("python gan.py --epochs 1",), findings=FINDINGS):
     path.write_text(json.dumps({"tiny": {"description": "two small CNNs", "prepare": list(prepare), "cpu": settings,
-                                         "full": [], "tta": 2, "rows": rows}}))
+                                         "full": [], "tta": 2, "findings": findings, "rows": rows}}))
     return path
+
+
+def findings_section(findings):
+    """What a report shows of the grid's findings: under their heading, after the table, before the recall."""
+    return "\n\n## Findings\n\n" + "".join(f"{paragraph}\n\n" for paragraph in findings) + "Per-class recall"
 
 
 def run_grid(work, data, *extra):
@@ -34,6 +41,7 @@ def test_grid_report_resumes_without_redoing_finished_runs(grid_work):
     assert "python experiments.py tiny --grids" in report and "--seeds 2" in report
     assert "| plain | 2/2 |" in report and " ± " in report and "the small CNN" in report
     assert "First make what the rows need:\n\n```bash\npython gan.py --epochs 1\n```" in report
+    assert findings_section(FINDINGS) in report
     assert "| missing (fallback) | 2/2 |" in report and "data folder not found" in report
     assert (work / "reports" / "tiny_val_curves.png").is_file() and (work / "reports" / "tiny_bars.png").is_file()
     runs = work / "runs" / "tiny"
@@ -74,6 +82,45 @@ def test_report_only_runs_nothing(grid_work):
     assert "| plain | 1/2 |" in report and "| missing | 0/2 | pending |" in report
     assert "--seeds 2\n" in report  # the command that runs the grid, not --report
     assert "hardware of the runs: " in report and "torch threads), " in report
+    assert findings_section(FINDINGS) in report
+
+
+def test_every_committed_report_carries_its_grids_findings():
+    grids = json.loads(experiments.GRIDS_FILE.read_text())
+    reports = {path: path.read_text() for path in (experiments.GRIDS_FILE.parent / "reports").glob("*.md")}
+    tags = {path: report.partition("\n")[0].removeprefix("# Grid `").removesuffix("`")
+            for path, report in reports.items() if report.startswith("# Grid `")}
+    assert tags, "no grid reports found"
+    for path, tag in tags.items():
+        grid = grids[tag.removesuffix("-full")]
+        assert grid.get("findings"), f"grid of {path.name} has no findings"
+        assert findings_section(grid["findings"]) in reports[path], \
+            f"{path.name}: its findings differ from grids.json: python experiments.py GRID --findings"
+
+
+def test_findings_refresh_rewrites_that_section_alone_and_needs_no_runs(grid_work):
+    work, data = grid_work
+    report = run_grid(work, data, "--seeds", "1", "--rows", "plain")
+    shutil.rmtree(work / "runs")  # a committed report outlives its runs
+    grids, path = json.loads((work / "grids.json").read_text()), work / "reports" / "tiny.md"
+
+    def refresh(findings):
+        grids["tiny"]["findings"] = findings
+        (work / "grids.json").write_text(json.dumps(grids))
+        experiments.main(["tiny", "--grids", str(work / "grids.json"), "--data", str(work / "gone"), "--findings"])
+        return path.read_text()
+
+    revised = ["plain is enough.", "A second thought,\nover two lines."]
+    refreshed = refresh(revised)
+    assert findings_section(revised) in refreshed and "learns the colours" not in refreshed
+    assert refreshed.replace(findings_section(revised), "\n\nPer-class recall") == \
+        report.replace(findings_section(FINDINGS), "\n\nPer-class recall")  # the table and the rest untouched
+    without = refresh([])  # a report written before its grid had findings
+    assert "## Findings" not in without
+    assert without == report.replace(findings_section(FINDINGS), "\n\nPer-class recall")
+    assert refresh(FINDINGS) == report  # put back where write_report puts them
+    with pytest.raises(UserError, match="tiny-full.md not found"):
+        experiments.main(["tiny", "--grids", str(work / "grids.json"), "--full", "--findings"])
 
 
 def test_bad_grids_are_one_line_errors(grid_work):
@@ -86,6 +133,9 @@ def test_bad_grids_are_one_line_errors(grid_work):
         run_grid(work, data)
     with pytest.raises(UserError, match="prepare.*list of shell commands"):
         write_grids(work / "grids.json", {"plain": []}, prepare=[["python", "gan.py"]])
+        run_grid(work, data)
+    with pytest.raises(UserError, match="findings.*list of paragraphs"):
+        write_grids(work / "grids.json", {"plain": []}, findings="one paragraph, not in a list")
         run_grid(work, data)
     write_grids(work / "grids.json", {"plain": []})
     with pytest.raises(UserError, match="no row typo"):

@@ -15,18 +15,29 @@ def test_tta_views_are_batched_and_view_zero_is_the_plain_prediction():
     model, _, _ = build_model("smallcnn", 4)
     model.eval()
     image = np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)
-    views = tta_views(8, "light")
-    assert all(v(image).ndim == 3 for v in views) and views[1](image)[0, 0].tolist() == image[0, -1].tolist()
+    views = tta_views("light")
+    assert [name for name, _ in views][:3] == ["plain", "hflip", "zoom"] and len(views) == 8
+    assert all(fn(image).ndim == 3 for _, fn in views) and views[1][1](image)[0, 0].tolist() == image[0, -1].tolist()
     transform = build_transform("none", 32, (0.5,) * 3, (0.5,) * 3)
-    stacked = torch.stack([torch.stack([transform(image=np.ascontiguousarray(v(image)))["image"] for v in views])] * 3)
+    stacked = torch.stack([torch.stack([transform(image=np.ascontiguousarray(fn(image)))["image"]
+                                        for _, fn in views])] * 3)
     probs, embeddings = view_probs(model, stacked)
     assert probs.shape == (8, 3, 4) and embeddings.shape == (3, model.head.in_features)
     assert torch.allclose(probs.sum(-1), torch.ones(8, 3))
     assert torch.allclose(probs[0], model(stacked[:, 0]).softmax(1), atol=1e-5)
     assert not torch.allclose(probs[0], probs[1])  # a flipped view is a different input
-    assert len(tta_views(2, "none")) == 2 and tta_views(2, "none")[1](image).shape == (36, 27, 3)
-    with pytest.raises(UserError):
-        tta_views(50, "light")
+    no_flips = [name for name, _ in tta_views("none")]
+    assert "hflip" not in no_flips and len(no_flips) == 6 and tta_views("none")[1][1](image).shape == (36, 27, 3)
+    assert {"vflip", "hvflip"} <= {name for name, _ in tta_views("heavy", vflip=True)}
+
+
+def test_views_that_lower_validation_accuracy_are_dropped():
+    targets = torch.tensor([0, 1, 0, 1])
+    right = torch.tensor([[0.7, 0.3], [0.4, 0.6], [0.6, 0.4], [0.45, 0.55]])
+    confident = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.8, 0.2], [0.3, 0.7]])
+    wrong = torch.tensor([[0.1, 0.9], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])  # flips every answer when averaged in
+    kept, plain_acc, tta_acc = predict.choose_views(torch.stack([right, wrong, confident]), targets)
+    assert kept == [0, 2] and plain_acc == tta_acc == 1.0
 
 
 def test_submission_follows_sample_submission(trained_run, monkeypatch):
@@ -43,7 +54,8 @@ def test_submission_follows_sample_submission(trained_run, monkeypatch):
     assert "| Public |" in report and "| Private |" in report and "accuracy with TTA" in report
     assert (run_dir / "test_confusion_matrix.png").is_file()
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
-    assert metrics["images"] == 9 and metrics["tta_views"] == 4 and set(metrics["recall_tta"]) == {"red", "green", "blue"}
+    assert metrics["images"] == 9 and set(metrics["recall_tta"]) == {"red", "green", "blue"}
+    assert metrics["tta_view_names"][0] == "plain" and metrics["tta_views"] == len(metrics["tta_view_names"]) <= 4
     assert 0 <= metrics["acc_tta_public"] <= 1 and 0 <= metrics["macro_f1"] <= 1
     with open(run_dir / "test_predictions.csv") as f:
         preds = list(csv.DictReader(f))
@@ -87,3 +99,38 @@ def test_analysis_flag_writes_the_error_analysis(trained_run, monkeypatch):
     assert "confus" in report.lower()
     for name in ("test_errors.csv", "test_confusion_counts.png", "test_confusion_normalised.png"):
         assert (run_dir / name).is_file()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_model_matches_torch(trained_run, tmp_path, fmt):
+    _, _, run_dir = trained_run
+    predict.main(["--run", str(run_dir), "--export", fmt, "--out", str(tmp_path)])
+    spec = json.loads((tmp_path / "preprocessing.json").read_text())
+    assert spec["classes"] == ["blue", "green", "red"] and spec["input"].startswith("float32 N x 3 x 32 x 32")
+    from models import load_run
+    model, _ = load_run(run_dir)
+    batch = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.float().to(memory_format=torch.contiguous_format)(batch)
+    if fmt == "onnx":
+        import onnxruntime
+        session = onnxruntime.InferenceSession(str(tmp_path / spec["model"]))
+        got = torch.from_numpy(session.run(None, {"image": batch.numpy()})[0])
+    else:
+        got = torch.jit.load(str(tmp_path / spec["model"]))(batch)
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_images_anywhere_get_a_top_k_csv(trained_run, tmp_path):
+    work, data, run_dir = trained_run
+    loose = tmp_path / "photos"
+    loose.mkdir()
+    for path in list((data / "test").iterdir())[:4]:
+        (loose / path.name).write_bytes(path.read_bytes())
+    (loose / "notes.txt").write_text("not an image")
+    predict.main(["--run", str(run_dir), "--images", str(loose), "--top-k", "2", "--tta", "2", "--workers", "0",
+                  "--out", str(tmp_path / "out")])
+    with open(tmp_path / "out" / "images_predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and list(rows[0]) == ["file", "class_1", "prob_1", "class_2", "prob_2"]
+    assert all(float(r["prob_1"]) >= float(r["prob_2"]) for r in rows)

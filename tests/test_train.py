@@ -55,12 +55,30 @@ def test_switch_to_focal_epoch():
     assert train.make_criterion(args, 3, None)[0].gamma == args.focal_gamma
 
 
-def test_defaults_follow_the_model_kind():
-    scratch, pretrained = train.parse_args([]), train.parse_args(["--pretrained"])
-    assert (scratch.arch, scratch.img_size, scratch.epochs, scratch.optimizer) == ("smallcnn", 64, 10, "sgd")
-    assert (pretrained.arch, pretrained.img_size, pretrained.epochs, pretrained.optimizer) == (
-        "efficientnet_lite0", 128, 5, "adamw")
-    assert train.parse_args(["--lr", "0.2", "--drop", "0"]).lr == 0.2 and train.parse_args(["--drop", "0"]).drop == 0
+def derived(argv, short_side, images):
+    from data import Split
+    args = train.parse_args(argv)
+    split = Split([f"{i}.jpg" for i in range(images)], ["a"] * images, sizes=np.full((images, 2), short_side))
+    why = train.derive_defaults(args, split)
+    return (args.arch, args.img_size, args.batch_size, args.epochs, args.optimizer), why
+
+
+def test_defaults_follow_the_model_kind_and_the_data():
+    # vehicles6-like: 100 px, 3,300 training images
+    assert derived([], 100, 3300)[0] == ("smallcnn", 64, 32, 10, "sgd")
+    assert derived(["--pretrained"], 100, 3300)[0] == ("efficientnet_lite0", 160, 32, 8, "adamw")
+    # photos keep up to 192 px; tiny images are upscaled to 160 px for a pretrained backbone
+    assert derived(["--pretrained"], 192, 3300)[0][1:4] == (192, 32, 7)
+    assert derived(["--pretrained"], 480, 3300)[0][1] == 192
+    assert derived(["--pretrained"], 28, 6000)[0][1] == 160
+    # 28 px grayscale from scratch: 32 px, twice the epochs of 64 px
+    assert derived([], 28, 6000)[0][1:4] == (32, 32, 20)
+    # a small dataset: batches of 16 and at least 300 steps, within 3x the budget's epochs
+    (_, _, batch, epochs, _), why = derived(["--pretrained"], 224, 400)
+    assert (batch, epochs) == (16, 12) and set(why) == {"img_size", "batch_size", "epochs"}
+    # what the user gives is kept, and not reported as derived
+    (_, size, batch, epochs, _), why = derived(["--img-size", "96", "--batch-size", "8", "--epochs", "2"], 100, 3300)
+    assert (size, batch, epochs, why) == (96, 8, 2, {})
 
 
 def test_run_folder_has_config_log_curves_and_checkpoints(trained_run):
@@ -132,3 +150,61 @@ def test_width_is_kept_for_prediction(tmp_path, competition, monkeypatch):
     assert model.head.in_features == 64
     tuned = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--init", str(run_dir), "--name", "tuned"))
     assert load_run(tuned)[0].head.in_features == 64  # fine-tuning keeps the run's width
+
+
+def test_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path, competition):
+    """A training killed with SIGKILL at an arbitrary moment of epoch 3, then resumed, ends with the
+    same log.csv, best.pt and last.pt as a run never interrupted, and no temporary files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    common = [sys.executable, str(ROOT / "train.py"), *tiny_args(competition, "--epochs", "4", "--ema", "0.9",
+                                                                  "--aug", "heavy")]
+    subprocess.run(common + ["--name", "whole"], cwd=tmp_path, check=True, capture_output=True)
+    victim = subprocess.Popen(common + ["--name", "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    log = tmp_path / "runs" / "killed" / "log.csv"
+    while victim.poll() is None and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)  # somewhere in epoch 3
+    victim.wait()
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", "runs/killed", "--workers", "0"],
+                             cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole, killed = read_log(tmp_path / "runs/whole"), read_log(tmp_path / "runs/killed")
+    assert [r["epoch"] for r in killed] == ["1", "2", "3", "4"]
+    for a, b in zip(whole, killed):
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert math.isclose(float(a[key]), float(b[key]), rel_tol=1e-5), key
+    for name in ("best.pt", "last.pt"):
+        a, b = (torch.load(tmp_path / "runs" / run / name, weights_only=True) for run in ("whole", "killed"))
+        assert a["epoch"] == b["epoch"]
+        for key, tensor in a["model"].items():
+            assert torch.allclose(tensor.float(), b["model"][key].float(), atol=1e-5), key
+    assert not list((tmp_path / "runs" / "killed").glob("*.tmp"))
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--name", "busy"))
+    from utils import lock_run
+    held = lock_run(run_dir)
+    with pytest.raises(UserError, match="in use by another training process"):
+        train.main(["--resume", str(run_dir), "--workers", "0"])
+    held.close()
+    assert train.main(["--resume", str(run_dir), "--workers", "0"]) == run_dir  # free again: resumes (nothing left)
+
+
+def test_same_name_twice_gets_two_folders_and_an_unwritable_runs_is_one_line(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = train.main(tiny_args(competition, "--epochs", "1", "--name", "twin"))
+    second = train.main(tiny_args(competition, "--epochs", "1", "--name", "twin"))
+    assert (first.name, second.name) == ("twin", "twin-2")
+    import utils
+    (tmp_path / "a-file").write_text("")  # runs/ beneath a file cannot be made, even by root
+    monkeypatch.setattr(utils, "RUNS_DIR", tmp_path / "a-file" / "runs")
+    with pytest.raises(UserError, match="cannot create a run folder"):
+        train.main(tiny_args(competition, "--epochs", "1", "--name", "third"))
