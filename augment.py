@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from choices import AUGMENTATIONS, UPSCALE
 from utils import UserError, run_cli
 
-AUGMENTATIONS = ("none", "light", "heavy")
-UPSCALE = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
-           "lanczos": cv2.INTER_LANCZOS4, "area": cv2.INTER_AREA}
+INTERPOLATION = dict(zip(UPSCALE, (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4,
+                                   cv2.INTER_AREA)))
 
 
 def input_size(short_side, pretrained):
@@ -45,7 +45,7 @@ def augmentations(aug, size, upscale="bicubic", vflip=False):
     """The list of albumentations ops for one pipeline, ending at size x size, not normalised."""
     if aug not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {aug!r}: choose from {', '.join(AUGMENTATIONS)}")
-    interpolation = UPSCALE[upscale]
+    interpolation = INTERPOLATION[upscale]
     # --upscale applies when enlarging; shrinking always averages pixels (INTER_AREA), since other
     # kernels alias and the model then learns the aliasing
     if aug != "heavy":

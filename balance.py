@@ -13,6 +13,8 @@ Focal loss (--loss focal) and post-hoc logit adjustment (predict.py --logit-adju
 Hard examples (train.py --init RUN --hard-fraction F): the highest-loss training images under
 RUN's model are drawn --hard-factor times as often while fine-tuning.
 """
+from dataclasses import dataclass, fields
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,6 @@ from tqdm import tqdm
 from data import ImageDataset, make_loader, read_folder
 from utils import UserError, append_csv
 
-BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample", "synthetic")
 
 
 def class_counts(targets, num_classes):
@@ -124,6 +125,26 @@ def class_list(text, classes, flag):
     return names
 
 
+@dataclass
+class BalanceOptions:
+    """The settings balance.py acts on (train.py's options of the same names)."""
+    balance: str = "none"
+    cb_beta: float = 0.999
+    heavy_classes: str = ""
+    oversample_classes: str = ""
+    oversample_factor: float = 2.0
+    synthetic: str = None
+    synthetic_ratio: float = 0.5
+    synthetic_only: bool = False
+    hard_fraction: float = 0.0
+    hard_factor: float = 4.0
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
 def synthetic_images(args, classes, real_counts):
     """(paths, targets) from --synthetic DIR/<class>/: --synthetic-ratio of each class's real
     count, enough to top every class up to the largest (--balance synthetic), or all of them
@@ -156,8 +177,9 @@ def synthetic_images(args, classes, real_counts):
 
 def training_images(train, classes, args):
     """The training set as (paths, targets, pipeline): real images, repeated by --balance
-    oversample or --oversample-classes, plus synthetic ones. Pipelines: 0 --aug, 1 heavy (for
-    --heavy-classes), 2 --synthetic-aug."""
+    oversample or --oversample-classes, plus synthetic ones. `args` is a BalanceOptions. Each
+    image's pipeline is named: "train" (--aug), "heavy" (--heavy-classes) or "synthetic"
+    (--synthetic-aug)."""
     targets = np.array([classes.index(c) for c in train.labels])
     if args.balance == "oversample":
         keep = oversample_indices(targets, args.seed)
@@ -170,12 +192,12 @@ def training_images(train, classes, args):
         keep = keep[:0]
     heavy = {classes.index(c) for c in class_list(args.heavy_classes, classes, "--heavy-classes")}
     paths = [train.paths[i] for i in keep]
-    pipeline = [1 if targets[i] in heavy else 0 for i in keep]
+    pipeline = ["heavy" if targets[i] in heavy else "train" for i in keep]
     synthetic_paths, synthetic_targets = synthetic_images(args, classes, class_counts(targets, len(classes)))
     if args.synthetic_only and not synthetic_paths:
         raise UserError(f"--synthetic-only: no images for these classes in {args.synthetic}")
     return (paths + synthetic_paths, np.concatenate([targets[keep], synthetic_targets]).astype(int),
-            pipeline + [2] * len(synthetic_paths))
+            pipeline + ["synthetic"] * len(synthetic_paths))
 
 
 @torch.no_grad()
@@ -191,11 +213,12 @@ def image_losses(model, dataset, batch_size, workers, device, dtype):
     return torch.cat(losses).numpy()
 
 
-def find_hard_examples(model, train_set, classes, run_dir, args, device, dtype, eval_transform):
+def find_hard_examples(model, train_set, classes, run_dir, args, loader_args, eval_transform):
     """Drawing weights that favour the --hard-fraction of training images with the highest loss,
-    listed in hard_examples.csv."""
+    listed in hard_examples.csv. `args` is a BalanceOptions; loader_args (batch size, workers,
+    device, dtype) as image_losses takes them."""
     plain = ImageDataset(train_set.paths, train_set.targets, eval_transform)
-    losses = image_losses(model, plain, args.batch_size * 2, args.workers, device, dtype)
+    losses = image_losses(model, plain, *loader_args)
     weights, hardest = hard_example_weights(losses, args.hard_fraction, args.hard_factor)
     for rank, i in enumerate(hardest, 1):
         append_csv(run_dir / "hard_examples.csv", {"rank": rank, "file": train_set.paths[i],

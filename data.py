@@ -343,14 +343,14 @@ def build_builtin_dataset(root):
 
 class ImageDataset(torch.utils.data.Dataset):
     """Images through an albumentations transform; targets are class indices (-1 when unlabeled).
-    `transform` may be a list of pipelines, with `pipeline[i]` choosing image i's (per-class
+    `transform` may be a dict of named pipelines, with `pipeline[i]` naming image i's (per-class
     augmentation, synthetic images). With `views` (test-time augmentation), an item is the stack
     of every view, each transformed."""
 
     def __init__(self, paths, targets, transform, views=None, pipeline=None):
         self.paths, self.targets, self.views = list(paths), list(targets), views
-        self.transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
-        self.pipeline = list(pipeline) if pipeline is not None else [0] * len(self.paths)
+        self.transforms = transform if isinstance(transform, dict) else {"train": transform}
+        self.pipeline = list(pipeline) if pipeline is not None else ["train"] * len(self.paths)
 
     def __len__(self):
         return len(self.paths)
@@ -363,7 +363,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return torch.stack(stack), self.targets[i]
 
     def reseed(self, seed):
-        for k, transform in enumerate(self.transforms):
+        for k, transform in enumerate(self.transforms.values()):
             reseed(transform, seed + k)
 
 

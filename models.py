@@ -21,15 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from choices import ARCHS, ATTENTIONS, LITE_ARCHS, TORCHVISION_ARCHS
 from utils import UserError, load_checkpoint, run_cli
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite weights expect [-1, 1]
-TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny",
-                     "mobilenet_v3_large")
-LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-ARCHS = ("smallcnn",) + LITE_ARCHS + TORCHVISION_ARCHS
-ATTENTIONS = ("none", "se", "cbam")
 
 
 # ---------------------------------------------------------------- attention

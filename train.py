@@ -24,24 +24,11 @@ epoch), curves.png (redrawn every epoch), split.csv (which images trained and va
 """
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from sklearn.metrics import f1_score
-from torch.optim.swa_utils import AveragedModel
-from torchvision.transforms import v2
-from tqdm import tqdm
-
-from augment import AUGMENTATIONS, UPSCALE, build_transform, input_size
-from balance import BALANCE_METHODS, class_counts, find_hard_examples, loss_weights, make_sampler, training_images
-from data import ImageDataset, make_loader, read_dataset, resolve_data_dir, take_fraction, train_val_split
-from models import ARCHS, ATTENTIONS, build_model, load_run
-from utils import (UserError, amp_dtype, append_csv, check_writable, environment, load_checkpoint, lock_run, new_run_dir,
-                   pick_device, plot_curves, read_csv, run_cli, save_checkpoint, seed_everything, write_json)
+from choices import AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, UPSCALE, HelpFormatter
 
 # What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
@@ -56,67 +43,73 @@ DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5
 BUDGET = {"smallcnn": dict(size=64, epochs=10), "backbone": dict(size=192, epochs=7)}
 MIN_STEPS = 300
 SMALL_DATASET = 1000  # fewer training images than this: batches of 16, twice the optimizer steps
+WORKERS = min(8, max(0, (os.cpu_count() or 1) - 1))  # the main process keeps a core for the model
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
-    p.add_argument("--arch", choices=ARCHS, help="default: smallcnn, or efficientnet_lite0 with --pretrained")
-    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
-    p.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
-    p.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
-    p.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
-    p.add_argument("--img-size", type=int, help="input size (default: from the images' median short side, "
-                                                  "32-64 px from scratch, 160-192 px pretrained)")
-    p.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when resizing")
-    p.add_argument("--aug", default="light", choices=AUGMENTATIONS, help="training augmentation (augment.py)")
-    p.add_argument("--vflip", action="store_true", help="vertical flips too (--aug light/heavy), and in TTA")
-    p.add_argument("--epochs", type=int, help="default: 10 at 64 px from scratch, 7 at 192 px pretrained, more at "
-                                               "smaller sizes and for small datasets (derive_defaults)")
-    p.add_argument("--batch-size", type=int, help="default 32, 16 under 1,000 training images")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), help="default sgd (Nesterov) from scratch, adamw pretrained")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
-    p.add_argument("--weight-decay", type=float, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the annealing")
-    p.add_argument("--freeze-epochs", type=int, default=0, help="train only the head for the first N epochs")
-    p.add_argument("--loss", default="ce", choices=("ce", "focal"))
-    p.add_argument("--focal-gamma", type=float, default=2.0)
-    p.add_argument("--switch-to-focal-epoch", type=int, default=0, help="use focal loss from this epoch on (0: never)")
-    p.add_argument("--label-smoothing", type=float, help="default 0.1")
-    p.add_argument("--balance", default="none", choices=BALANCE_METHODS, help="class balancing (see balance.py)")
-    p.add_argument("--cb-beta", type=float, default=0.999, help="beta of --balance effective")
-    p.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
-    p.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
-    p.add_argument("--heavy-classes", default="", help="comma-separated classes trained with --aug heavy")
-    p.add_argument("--oversample-classes", default="", help="comma-separated classes repeated --oversample-factor times")
-    p.add_argument("--oversample-factor", type=float, default=2.0)
-    p.add_argument("--synthetic", metavar="DIR", help="generated images in DIR/<class>/ (python gan.py sample)")
-    p.add_argument("--synthetic-ratio", type=float, default=0.5,
-                   help="synthetic images per class, as a fraction of its real training images")
-    p.add_argument("--synthetic-aug", default="light", choices=AUGMENTATIONS, help="pipeline for synthetic images")
-    p.add_argument("--synthetic-only", action="store_true",
-                   help="train on all of DIR's images and no real ones (Classification Accuracy Score)")
-    p.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention)")
-    p.add_argument("--hard-fraction", type=float, default=0.0,
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
+    g.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ when there is no val/")
+    g.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
+    g.add_argument("--split-seed", type=int, help="seed of the validation split and of --train-fraction (default: "
+                                                  "--seed); fix it to train every seed on the same images")
+    g.add_argument("--train-fraction", type=float, default=1.0, help="train on this stratified fraction (low-data studies)")
+    g = p.add_argument_group("model")
+    g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (efficientnet_lite0)")
+    g.add_argument("--arch", choices=ARCHS, help="default: smallcnn, or efficientnet_lite0 with --pretrained")
+    g.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
+    g.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
+    g.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
+    g.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention)")
+    g = p.add_argument_group("input and augmentation")
+    g.add_argument("--img-size", type=int, help="input size (default: the images' median short side, within 32-64 px "
+                                                "from scratch and 160-192 px pretrained)")
+    g.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when enlarging")
+    g.add_argument("--aug", default="light", choices=AUGMENTATIONS, help="training augmentation (augment.py)")
+    g.add_argument("--vflip", action="store_true", help="vertical flips too (--aug light/heavy), and in TTA")
+    g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
+    g.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="default: 10 at 64 px from scratch, 7 at 192 px pretrained, more at "
+                                              "smaller sizes and for small datasets (derive_defaults)")
+    g.add_argument("--batch-size", type=int, help="default 32, 16 under 1,000 training images")
+    g.add_argument("--optimizer", choices=("adamw", "sgd"), help="default sgd (Nesterov) from scratch, adamw pretrained")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
+    g.add_argument("--weight-decay", type=float, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
+    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the annealing")
+    g.add_argument("--freeze-epochs", type=int, default=0, help="train only the head for the first N epochs")
+    g.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
+    g.add_argument("--label-smoothing", type=float, help="default 0.1")
+    g.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_loss", "val_f1"),
+                   help="what early stopping and best.pt follow")
+    g.add_argument("--patience", type=int, default=5, help="stop after N epochs without improvement")
+    g = p.add_argument_group("loss, class balancing, hard examples and synthetic images (balance.py)")
+    g.add_argument("--loss", default="ce", choices=("ce", "focal"))
+    g.add_argument("--focal-gamma", type=float, default=2.0)
+    g.add_argument("--switch-to-focal-epoch", type=int, default=0, help="use focal loss from this epoch on (0: never)")
+    g.add_argument("--balance", default="none", choices=BALANCE_METHODS, help="class balancing")
+    g.add_argument("--cb-beta", type=float, default=0.999, help="beta of --balance effective")
+    g.add_argument("--heavy-classes", default="", help="comma-separated classes trained with --aug heavy")
+    g.add_argument("--oversample-classes", default="", help="comma-separated classes repeated --oversample-factor times")
+    g.add_argument("--oversample-factor", type=float, default=2.0)
+    g.add_argument("--hard-fraction", type=float, default=0.0,
                    help="with --init: draw this fraction of highest-loss training images more often")
-    p.add_argument("--hard-factor", type=float, default=4.0, help="how much more often hard examples are drawn")
-    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
-    p.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_loss", "val_f1"))
-    p.add_argument("--patience", type=int, default=5, help="stop after N epochs without improvement")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ when there is no val/")
-    p.add_argument("--train-fraction", type=float, default=1.0,
-                   help="train on this stratified fraction of the training images (low-data studies)")
-    p.add_argument("--split-seed", type=int,
-                   help="seed of the validation split and the --train-fraction draw (default --seed): fix it to "
-                        "train every seed on the same images")
-    p.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=min(8, max(0, (torch.get_num_threads() or 1) - 1)))
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
-    p.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
-    p.add_argument("--trust-checkpoint", action="store_true",
+    g.add_argument("--hard-factor", type=float, default=4.0, help="how much more often hard examples are drawn")
+    g.add_argument("--synthetic", metavar="DIR", help="generated images in DIR/<class>/ (python gan.py sample)")
+    g.add_argument("--synthetic-ratio", type=float, default=0.5,
+                   help="synthetic images per class, as a fraction of its real training images")
+    g.add_argument("--synthetic-aug", default="light", choices=AUGMENTATIONS, help="pipeline for synthetic images")
+    g.add_argument("--synthetic-only", action="store_true",
+                   help="train on all of DIR's images and no real ones (Classification Accuracy Score)")
+    g = p.add_argument_group("run")
+    g.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
+    g.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=WORKERS, help="data loader processes")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    g.add_argument("--amp", default="auto", choices=AMP, help="auto: bf16 or fp16 on CUDA, off on the CPU")
+    g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a --resume/--init file that holds more than weights (it could run code)")
     args = p.parse_args(argv)
     args.arch = args.arch or ("efficientnet_lite0" if args.pretrained else "smallcnn")
@@ -124,6 +117,29 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and mistyped options answer here, before torch and friends take seconds to load
+
+# The heavy imports come after that early parse, on purpose.
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch.optim.swa_utils import AveragedModel
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from augment import build_transform, input_size
+from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weights, make_sampler,
+                     training_images)
+from data import ImageDataset, make_loader, read_dataset, resolve_data_dir, take_fraction, train_val_split
+from models import build_model, load_run
+from utils import (UserError, amp_dtype, append_csv, check_writable, environment, load_checkpoint, lock_run,
+                   new_run_dir, pick_device, plot_curves, read_csv, run_cli, save_checkpoint, seed_everything,
+                   write_json)
 
 
 class FocalLoss(nn.Module):
@@ -299,10 +315,11 @@ def main(argv=None):
         write_json(run_dir / "config.json", {"args": vars(args), "derived": derived, "environment": environment()})
         print_split(split_rows, run_dir)
         print("derived from the data: " + "; ".join(f"{k} {getattr(args, k)} ({why})" for k, why in derived.items()))
-    train_paths, train_targets, pipeline = training_images(train, classes, args)
+    balance = BalanceOptions.from_args(args)
+    train_paths, train_targets, pipeline = training_images(train, classes, balance)
     counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
     if resumed is None:
-        synthetic = [path for path, k in zip(train_paths, pipeline) if k == 2]
+        synthetic = [path for path, name in zip(train_paths, pipeline) if name == "synthetic"]
         for split_name, paths, labels in (("train", train.paths, train.labels), ("val", val.paths, val.labels),
                                           ("synthetic", synthetic, None)):
             for i, path in enumerate(paths):
@@ -325,9 +342,9 @@ def main(argv=None):
         model.load_state_dict(init_model.state_dict())
     model = model.to(device, memory_format=torch.channels_last)
     eval_transform = build_transform("none", args.img_size, mean, std, args.upscale)
-    train_set = ImageDataset(train_paths, train_targets,
-                             [build_transform(aug, args.img_size, mean, std, args.upscale, args.vflip)
-                              for aug in (args.aug, "heavy", args.synthetic_aug)], pipeline=pipeline)
+    pipelines = {name: build_transform(aug, args.img_size, mean, std, args.upscale, args.vflip)
+                 for name, aug in (("train", args.aug), ("heavy", "heavy"), ("synthetic", args.synthetic_aug))}
+    train_set = ImageDataset(train_paths, train_targets, pipelines, pipeline=pipeline)
     val_set = ImageDataset(val.paths, [classes.index(c) for c in val.labels], eval_transform)
     val_loader = make_loader(val_set, args.batch_size * 2, args.workers, device)
 
@@ -336,7 +353,8 @@ def main(argv=None):
         if init is None:
             raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
         hard_weights = np.asarray(resumed["hard_weights"]) if resumed is not None else find_hard_examples(
-            model, train_set, classes, run_dir, args, device, dtype, eval_transform)
+            model, train_set, classes, run_dir, balance, (args.batch_size * 2, args.workers, device, dtype),
+            eval_transform)
     draws_per_epoch = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set)
     steps_per_epoch = draws_per_epoch // args.batch_size if draws_per_epoch > args.batch_size else 1
     if args.optimizer == "adamw":

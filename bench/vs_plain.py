@@ -13,8 +13,8 @@ Usage:
     python bench/vs_plain.py --sets trashnet6 --kinds pretrained
     python bench/vs_plain.py --report                         # rewrite the report from the results so far
 
-Results accumulate in runs/vs_plain/results.json (a rerun replaces its rows); the table goes to
-reports/vs_plain.md.
+Results accumulate in reports/vs_plain.json (a rerun replaces its rows; run folders in runs/vs_plain/); the table goes to
+reports/vs_plain.md, and its main columns to the README (between its vs_plain markers).
 """
 import argparse
 import json
@@ -34,6 +34,8 @@ KINDS = {"pretrained": (["plain_finetune.py", "160", "6"], ["--pretrained", "--a
          "scratch": (["plain_scratch.py", "64", "10"], [])}
 OUT = ROOT / "runs" / "vs_plain"
 REPORT = ROOT / "reports" / "vs_plain.md"
+RESULTS = ROOT / "reports" / "vs_plain.json"  # committed: the report is rebuilt from it
+README_START, README_END = "<!-- vs_plain:start -->", "<!-- vs_plain:end -->"
 
 
 def timed(command, log):
@@ -89,6 +91,20 @@ def write_report(results):
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))
+    update_readme(results)
+
+
+def update_readme(results):
+    """The README's headline table, between its vs_plain markers: the same rows, fewer columns."""
+    rows = ["| set | command | plain script | ours | ours, TTA 8 | training time, ours / plain |", "|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["kind"], r["set"])):
+        ours = "`train.py --pretrained --aug heavy`" if r["kind"] == "pretrained" else "`train.py`"
+        rows.append(f"| {r['set']} | {ours} | {r['reference_acc']:.4f} | {r['acc']:.4f} | {r['acc_tta']:.4f} | "
+                    f"{r['train_seconds']} s / {r['reference_seconds']} s = {r['train_seconds'] / r['reference_seconds']:.2f} |")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + "\n".join(rows) + "\n" + text[end:])
 
 
 def main():
@@ -98,7 +114,7 @@ def main():
     p.add_argument("--report", action="store_true", help="only rewrite the report from the results so far")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    store = OUT / "results.json"
+    store = RESULTS
     results = json.loads(store.read_text()) if store.exists() else []
     if not args.report:
         for name in args.sets.split(","):

@@ -1,0 +1,24 @@
+"""The names the scripts accept for their choices, and the help layout, importable without torch so
+that `--help` answers at once. Each tuple is implemented by the module named beside it, which
+imports it from here (one list, one place)."""
+import argparse
+
+LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # models.py
+TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny",
+                     "mobilenet_v3_large")  # models.py
+ARCHS = ("smallcnn",) + LITE_ARCHS + TORCHVISION_ARCHS  # models.py
+ATTENTIONS = ("none", "se", "cbam")  # models.py
+AUGMENTATIONS = ("none", "light", "heavy")  # augment.py
+UPSCALE = ("nearest", "bilinear", "bicubic", "lanczos", "area")  # augment.py: interpolation when enlarging
+BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample", "synthetic")  # balance.py
+AMP = ("auto", "bf16", "fp16", "off")  # utils.amp_dtype
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default; options whose default is
+    derived at run time (None) or a plain switch say so in their own help instead of "None"."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
