@@ -31,6 +31,7 @@ import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_fscore_support
 
 from data import load_rgb
+from utils import pyplot
 
 CONFIDENT_PROB = 0.9
 AMBIGUOUS_PROB = 0.5
@@ -131,13 +132,6 @@ def confused_pairs(cm):
 
 def top_unordered_pairs(cm, n):
     return [(a, b) for a, b, _ in ranked_cells(np.triu(cm + cm.T, 1))[:n]]
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def save_figure(fig, out_path):

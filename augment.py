@@ -17,16 +17,18 @@ Usage:
     python augment.py --aug light --img-size 128 --upscale nearest
 """
 import argparse
+import os
 from pathlib import Path
 
-import albumentations as A
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # an offline machine must not wait on a version check
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
 from choices import AUGMENTATIONS, UPSCALE
-from utils import UserError, run_cli
+from utils import UserError, pyplot, run_cli
 
 INTERPOLATION = dict(zip(UPSCALE, (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4,
                                    cv2.INTER_AREA)))
@@ -82,21 +84,21 @@ def _crop(frac, top, left):
 
 def tta_views(aug, vflip=False):
     """Every candidate test-time view of an image, as (name, function on HWC arrays), applied before
-    the resize as training's augmentation is. Ordered by how close they stay to what training showed:
-    the plain image, flips only where training flipped, then a zoom and shifts of a 90% window.
-    predict.py keeps those that do not lower validation accuracy (choose_views)."""
+    the resize as training's augmentation is. Only views training showed the model: the plain image,
+    flips where training flipped, and a zoom and shifts of a 90% window where training cropped
+    (--aug heavy). predict.py keeps those that help on validation images (choose_views)."""
     hflip, vflip_fn = np.fliplr, np.flipud
-    zoom = _crop(0.9, 0.5, 0.5)
     views = [("plain", lambda im: im)]
     if aug in ("light", "heavy"):
         views.append(("hflip", hflip))
         if vflip:
             views += [("vflip", vflip_fn), ("hvflip", lambda im: vflip_fn(hflip(im)))]
-    views.append(("zoom", zoom))
-    if aug in ("light", "heavy"):
-        views.append(("hflip-zoom", lambda im: hflip(zoom(im))))
-    corners = {"top-left": (0, 0), "bottom-right": (1, 1), "top-right": (0, 1), "bottom-left": (1, 0)}
-    return views + [(f"shift-{name}", _crop(0.9, top, left)) for name, (top, left) in corners.items()]
+    if aug == "heavy":
+        zoom = _crop(0.9, 0.5, 0.5)
+        corners = {"top-left": (0, 0), "bottom-right": (1, 1), "top-right": (0, 1), "bottom-left": (1, 0)}
+        views += [("zoom", zoom), ("hflip-zoom", lambda im: hflip(zoom(im)))]
+        views += [(f"shift-{name}", _crop(0.9, top, left)) for name, (top, left) in corners.items()]
+    return views
 
 
 @torch.no_grad()
@@ -118,9 +120,7 @@ def view_probs(model, views, logit_shift=None):
 
 def save_preview(image, aug, size, upscale, out_path, vflip=False, draws=15):
     """One image under many random draws of a pipeline, beside the original."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     pipeline = A.Compose(augmentations(aug, size, upscale, vflip))
     fig, axes = plt.subplots(2, (draws + 1) // 2, figsize=(2 * ((draws + 1) // 2), 4.2))
     axes = axes.flatten()

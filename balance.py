@@ -14,6 +14,7 @@ Hard examples (train.py --init RUN --hard-fraction F): the highest-loss training
 RUN's model are drawn --hard-factor times as often while fine-tuning.
 """
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import ImageDataset, make_loader, read_folder
-from utils import UserError, append_csv
+from utils import UserError, append_csv, read_csv
 
 
 
@@ -138,6 +139,8 @@ class BalanceOptions:
     synthetic_only: bool = False
     hard_fraction: float = 0.0
     hard_factor: float = 4.0
+    pseudo: str = None
+    pseudo_threshold: float = 0.99
     seed: int = 0
 
     @classmethod
@@ -175,11 +178,27 @@ def synthetic_images(args, classes, real_counts):
     return paths, targets
 
 
-def training_images(train, classes, args):
+def pseudo_labeled_images(args, classes, test):
+    """(paths, targets) of the test images that --pseudo (a test_predictions.csv of predict.py or
+    ensemble.py) predicts with a confidence of at least --pseudo-threshold, as that class."""
+    if test is None:
+        raise UserError("--pseudo: the data has no test/ folder to take pseudo-labels from")
+    path = Path(args.pseudo)
+    path = path / "test_predictions.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"--pseudo: {path} not found (python predict.py writes test_predictions.csv)")
+    by_id = dict(zip(test.ids, test.paths))
+    rows = [r for r in read_csv(path) if float(r["confidence"]) >= args.pseudo_threshold and r["id"] in by_id]
+    class_list(",".join(sorted({r["label"] for r in rows})), classes, "--pseudo")
+    print(f"pseudo-labels: {len(rows)} of {len(test.paths)} test images at confidence >= {args.pseudo_threshold}")
+    return [by_id[r["id"]] for r in rows], [classes.index(r["label"]) for r in rows]
+
+
+def training_images(train, classes, args, test=None):
     """The training set as (paths, targets, pipeline): real images, repeated by --balance
-    oversample or --oversample-classes, plus synthetic ones. `args` is a BalanceOptions. Each
-    image's pipeline is named: "train" (--aug), "heavy" (--heavy-classes) or "synthetic"
-    (--synthetic-aug)."""
+    oversample or --oversample-classes, plus synthetic ones and pseudo-labeled test images.
+    `args` is a BalanceOptions. Each image's pipeline is named: "train" (--aug), "heavy"
+    (--heavy-classes), "synthetic" (--synthetic-aug) or "pseudo" (--aug, listed apart)."""
     targets = np.array([classes.index(c) for c in train.labels])
     if args.balance == "oversample":
         keep = oversample_indices(targets, args.seed)
@@ -196,8 +215,10 @@ def training_images(train, classes, args):
     synthetic_paths, synthetic_targets = synthetic_images(args, classes, class_counts(targets, len(classes)))
     if args.synthetic_only and not synthetic_paths:
         raise UserError(f"--synthetic-only: no images for these classes in {args.synthetic}")
-    return (paths + synthetic_paths, np.concatenate([targets[keep], synthetic_targets]).astype(int),
-            pipeline + ["synthetic"] * len(synthetic_paths))
+    pseudo_paths, pseudo_targets = pseudo_labeled_images(args, classes, test) if args.pseudo else ([], [])
+    return (paths + synthetic_paths + pseudo_paths,
+            np.concatenate([targets[keep], synthetic_targets, pseudo_targets]).astype(int),
+            pipeline + ["synthetic"] * len(synthetic_paths) + ["pseudo"] * len(pseudo_paths))
 
 
 @torch.no_grad()
@@ -220,7 +241,7 @@ def find_hard_examples(model, train_set, classes, run_dir, args, loader_args, ev
     plain = ImageDataset(train_set.paths, train_set.targets, eval_transform)
     losses = image_losses(model, plain, *loader_args)
     weights, hardest = hard_example_weights(losses, args.hard_fraction, args.hard_factor)
-    for rank, i in enumerate(hardest, 1):
+    for rank, i in enumerate(hardest, 1) if run_dir is not None else ():  # None: another process writes it
         append_csv(run_dir / "hard_examples.csv", {"rank": rank, "file": train_set.paths[i],
                                                    "label": classes[train_set.targets[i]], "loss": losses[i]})
     print(f"hard examples: the {len(hardest)} highest-loss of {len(losses)} training images (loss >= "

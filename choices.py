@@ -2,6 +2,7 @@
 that `--help` answers at once. Each tuple is implemented by the module named beside it, which
 imports it from here (one list, one place)."""
 import argparse
+import os
 
 LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # models.py
 TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny",
@@ -12,6 +13,14 @@ AUGMENTATIONS = ("none", "light", "heavy")  # augment.py
 UPSCALE = ("nearest", "bilinear", "bicubic", "lanczos", "area")  # augment.py: interpolation when enlarging
 BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample", "synthetic")  # balance.py
 AMP = ("auto", "bf16", "fp16", "off")  # utils.amp_dtype
+WORKERS = min(8, max(0, (os.cpu_count() or 1) - 1))  # loader processes: the main process keeps a core for the model
+
+
+def arch(name):
+    """argparse type of --arch: one of ARCHS, or timm:NAME for any timm model."""
+    if name in ARCHS or (name.startswith("timm:") and len(name) > 5):
+        return name
+    raise argparse.ArgumentTypeError(f"{name!r}: choose from {', '.join(ARCHS)}, or timm:NAME")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -19,18 +19,21 @@ import argparse
 import csv
 import hashlib
 import math
+import os
 import random
 import re
 import shutil
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from utils import UserError, append_csv, read_csv, run_cli
+from utils import UserError, append_csv, pyplot, read_csv, run_cli
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_data" / "digits"
@@ -345,18 +348,20 @@ class ImageDataset(torch.utils.data.Dataset):
     """Images through an albumentations transform; targets are class indices (-1 when unlabeled).
     `transform` may be a dict of named pipelines, with `pipeline[i]` naming image i's (per-class
     augmentation, synthetic images). With `views` (test-time augmentation), an item is the stack
-    of every view, each transformed."""
+    of every view, each transformed. fill_cache() keeps every image decoded in memory."""
 
     def __init__(self, paths, targets, transform, views=None, pipeline=None):
         self.paths, self.targets, self.views = list(paths), list(targets), views
         self.transforms = transform if isinstance(transform, dict) else {"train": transform}
         self.pipeline = list(pipeline) if pipeline is not None else ["train"] * len(self.paths)
+        self.cache = None
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        image, transform = load_rgb(self.paths[i]), self.transforms[self.pipeline[i]]
+        image = self.cache[i] if self.cache is not None else load_rgb(self.paths[i])
+        transform = self.transforms[self.pipeline[i]]
         if self.views is None:
             return transform(image=image)["image"], self.targets[i]
         stack = [transform(image=np.ascontiguousarray(view(image)))["image"] for view in self.views]
@@ -365,6 +370,28 @@ class ImageDataset(torch.utils.data.Dataset):
     def reseed(self, seed):
         for k, transform in enumerate(self.transforms.values()):
             reseed(transform, seed + k)
+
+    def fill_cache(self, side, max_bytes=4 * 2**30):
+        """Decode every image once, shrunk (by area) so that its short side is at most `side` px, and keep
+        it in memory: later epochs only augment. Loader workers, forked each epoch, share it. Pass twice
+        the input size, so that a random crop of half the area still has every pixel it needs. Skipped,
+        with a note, when the images would take more than max_bytes."""
+        def load(path):
+            image = load_rgb(path)
+            scale = side / min(image.shape[:2])
+            if scale < 1:
+                size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            return image
+        with ThreadPoolExecutor(os.cpu_count()) as pool:  # decoding releases the GIL
+            cache, total = [], 0
+            for image in pool.map(load, self.paths):
+                cache.append(image)
+                total += image.nbytes
+                if total > max_bytes:
+                    print(f"note: {len(self.paths)} images do not fit in {max_bytes / 2**30:.0f} GiB: decoded every epoch")
+                    return
+        self.cache = cache
 
 
 def seed_augmentation(worker_id=None):
@@ -545,8 +572,25 @@ def holdout_split(split, fraction, block, seed):
     return split.subset(np.flatnonzero(~held)), split.subset(np.flatnonzero(held)), rows
 
 
+def fold_split(split, folds, fold, block, seed):
+    """(train, held-out, per-class rows, fold of every image) for fold `fold` of `folds`: leak-free
+    group folds (duplicate_groups, group_parts), the same for every fold with the same seed."""
+    grouping = duplicate_groups(split, block, 1 / folds)
+    if fold == 0:
+        describe_grouping(grouping, split, "cross-validation")
+    part = group_parts(split.labels, grouping.groups, [1] * folds, seed)
+    held = part == fold
+    rows = split_counts(split.labels, held, 1 / folds)
+    check_split(rows, f"fold {fold}")
+    return split.subset(np.flatnonzero(~held)), split.subset(np.flatnonzero(held)), rows, part
+
+
 def train_val_split(ds, val_fraction, block, seed):
-    """val/ when the folder has one, else a leak-free hold-out of train/; plus the per-class rows."""
+    """val/ when the folder has one, else a leak-free hold-out of train/ (none at all with a fraction
+    of 0: a final fit on every image); plus the per-class rows."""
+    if val_fraction == 0:
+        train = ds["train"]
+        return train, Split([], []), split_counts(train.labels, [False] * len(train.labels), 0)
     if ds["val"] is not None:
         train, val = ds["train"], ds["val"]
         held = [False] * len(train.labels) + [True] * len(val.labels)
@@ -596,9 +640,7 @@ def split_dataset(data_dir, out_dir, val, test, seed, block):
 
 def eda(data_dir, out_dir):
     """Plots and eda.md: class balance, examples, sizes, channel statistics, duplicates."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     ds = read_dataset(data_dir)
     train, classes = ds["train"], ds["classes"]
     out_dir = Path(out_dir)

@@ -45,7 +45,7 @@ import numpy as np
 import predict
 import train
 from data import resolve_data_dir
-from utils import RUNS_DIR, UserError, read_csv, run_cli
+from utils import RUNS_DIR, UserError, pyplot, read_csv, run_cli
 
 GRIDS_FILE = Path(__file__).resolve().parent / "grids.json"
 REPORTS_DIR = Path("reports")
@@ -245,9 +245,8 @@ def mean_std(values, digits=4):
 
 def plot_report(finished, tag):
     """Mean validation accuracy per epoch of each row; test accuracy with TTA as bars, std as error bars."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
 
     def save(fig, name):
         fig.tight_layout()
@@ -259,7 +258,7 @@ def plot_report(finished, tag):
         epochs = min(len(r["val_acc"]) for r in runs)  # a seed that stopped early ends the mean curve
         ax.plot(range(1, epochs + 1), np.mean([r["val_acc"][:epochs] for r in runs], 0), marker="o", label=label)
     ax.set(xlabel="epoch", ylabel="val_acc (mean over seeds)", title=f"{tag}: validation accuracy")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save(fig, f"{tag}_val_curves.png")

@@ -43,8 +43,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from balance import draw_weights
 from data import load_rgb, read_dataset, resolve_data_dir, take_fraction, train_val_split
 from models import build_model
+from choices import AMP
 from utils import (UserError, amp_dtype, append_csv, environment, latest_run, load_checkpoint, new_run_dir, pick_device,
-                   read_csv, run_cli, save_checkpoint, seed_everything, write_json)
+                   pyplot, read_csv, run_cli, save_checkpoint, save_epoch_figure, seed_everything, write_json)
 
 FD_NOTE = "FD on efficientnet_lite0 features: NOT comparable with Inception-FID numbers"
 FD_SIZE = 128  # images are upscaled to this before the feature network, which was trained at 224 px
@@ -254,9 +255,7 @@ def to_uint8(images):
 
 def save_grid(images, classes, path, title):
     """One row per class (images grouped by class in order), class names as row labels."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     rows = to_uint8(images).reshape(len(classes), -1, *images.shape[2:], 3)
     cols = rows.shape[1]
     fig, axes = plt.subplots(len(classes), 1, figsize=(cols * 0.8 + 1.2, len(classes) * 0.85 + 0.4), squeeze=False)
@@ -272,9 +271,7 @@ def save_grid(images, classes, path, title):
 
 
 def plot_losses(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("d_loss", "g_loss"):
@@ -284,13 +281,7 @@ def plot_losses(rows, path):
         axes[1].plot(*zip(*measured), marker="o", label="fd (all classes)")
     axes[0].set_title("hinge losses")
     axes[1].set_title(FD_NOTE, fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_epoch_figure(fig, axes, path)
 
 
 # ---------------------------------------------------------------- training
@@ -320,7 +311,7 @@ def parse_train_args(argv):
     p.add_argument("--block", type=int, default=25, help="as train.py: keeps numbered neighbours on one side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument("--amp", default="auto", choices=AMP, help="as train.py")
     p.add_argument("--name", help="run folder runs/gan-NAME (default: the time)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow a last.pt that holds more than weights")

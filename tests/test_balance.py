@@ -138,8 +138,8 @@ def test_balance_synthetic_tops_up_rare_classes(tmp_path, competition, monkeypat
     args = train.parse_args(tiny_args(competition, "--balance", "synthetic", "--synthetic", str(synthetic)))
     ds = train.read_dataset(competition)
     real = ds["train"]
-    paths, targets, pipeline = balance.training_images(real, ds["classes"], args)
-    assert np.bincount(targets).tolist() == [16, 16, 16] and pipeline.count(2) == 10
+    paths, targets, pipeline = balance.training_images(real, ds["classes"], balance.BalanceOptions.from_args(args))
+    assert np.bincount(targets).tolist() == [16, 16, 16] and pipeline.count("synthetic") == 10
     with pytest.raises(UserError, match="--synthetic DIR"):
         train.main(tiny_args(competition, "--balance", "synthetic"))
     with pytest.raises(UserError, match="unknown classes"):
@@ -150,8 +150,8 @@ def test_heavy_classes_get_the_heavy_pipeline(competition):
     args = train.parse_args(tiny_args(competition, "--heavy-classes", "green", "--oversample-classes", "blue"))
     ds = train.read_dataset(competition)
     classes = ds["classes"]
-    paths, targets, pipeline = balance.training_images(ds["train"], classes, args)
-    assert all((k == 1) == (classes[t] == "green") for t, k in zip(targets, pipeline))
+    paths, targets, pipeline = balance.training_images(ds["train"], classes, balance.BalanceOptions.from_args(args))
+    assert all((k == "heavy") == (classes[t] == "green") for t, k in zip(targets, pipeline))
     assert np.bincount(targets).tolist()[classes.index("blue")] == 32
 
 

@@ -61,3 +61,29 @@ def test_failed_weight_download_says_where_to_put_the_file(monkeypatch):
     monkeypatch.setattr(torchvision.models, "get_model", offline)
     with pytest.raises(models.UserError, match=r"resnet18-f37072fd\.pth.*checkpoints"):
         models.build_model("resnet18", 3, pretrained=True)
+
+
+def test_any_timm_or_torchvision_backbone_takes_a_local_weights_file(tmp_path, competition, monkeypatch):
+    import timm
+    import torchvision
+    import train
+    from models import build_model
+    from utils import UserError
+    timm_file, tv_file = tmp_path / "timm_resnet18.pth", tmp_path / "tv_resnet18.pth"
+    reference = timm.create_model("resnet18", pretrained=False)
+    torch.save(reference.state_dict(), timm_file)
+    torch.save(torchvision.models.resnet18().state_dict(), tv_file)
+    model, mean, std = build_model("timm:resnet18", 3, weights_file=timm_file)
+    assert torch.equal(model.features.net.conv1.weight, reference.conv1.weight) and model.head.out_features == 3
+    assert mean == (0.485, 0.456, 0.406)
+    assert build_model("resnet18", 3, weights_file=tv_file)[0].head.in_features == 512
+    wrong = tmp_path / "mobilenet.pth"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), wrong)
+    with pytest.raises(UserError, match="does not fit timm:resnet18: .* keys missing"):
+        build_model("timm:resnet18", 3, weights_file=wrong)
+    monkeypatch.chdir(tmp_path)
+    run_dir = train.main(["--data", str(competition), "--arch", "timm:resnet18", "--weights", str(timm_file),
+                          "--epochs", "1", "--img-size", "32", "--workers", "0", "--name", "timm"])
+    import predict
+    predict.main(["--run", str(run_dir), "--workers", "0"])
+    assert (run_dir / "test_metrics.json").is_file()

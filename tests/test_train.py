@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import train
+from conftest import make_competition
 from utils import UserError
 
 
@@ -32,12 +33,31 @@ def test_focal_loss_at_gamma_zero_is_cross_entropy(weighted, smoothing):
 
 
 def test_schedule_rises_linearly_to_peak_at_end_of_warmup_then_anneals():
-    factor = train.warmup_one_cycle(warmup_steps=10, total_steps=50)
+    factor = train.LRSchedule("onecycle", warmup_steps=10, total_steps=50)
     values = [factor(s) for s in range(50)]
     assert np.allclose(values[:10], np.arange(1, 11) / 10)  # linear, peak exactly at the last warmup step
     assert max(values) == values[9] == 1.0
     assert all(a >= b for a, b in zip(values[10:], values[11:]))  # then never rises again
     assert values[-1] < 0.02
+
+
+def test_every_schedule_warms_up_then_follows_its_shape():
+    cosine, step, plateau = (train.LRSchedule(kind, 10, 110, patience=2) for kind in ("cosine", "step", "plateau"))
+    assert [f(4) for f in (cosine, step, plateau)] == [0.5] * 3
+    assert cosine(109) < 1e-3 and step(59) == 1 and step(60) == 0.1 and step(85) == pytest.approx(0.01)
+    assert [plateau.epoch_end(bad) for bad in (0, 1, 2, 3, 4)] == [False, False, True, False, True]
+    assert plateau(50) == pytest.approx(0.01)
+    restored = train.LRSchedule("plateau", 10, 110)
+    restored.__dict__.update(plateau.__dict__)  # what LambdaLR's state_dict keeps of a callable object
+    assert restored(50) == plateau(50)
+
+
+def test_focal_switches_on_when_the_metric_stalls(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a learning rate of zero never improves: stalled for 2 epochs after epoch 3, focal from epoch 4
+    run_dir = train.main(tiny_args(competition, "--epochs", "5", "--lr", "0", "--monitor", "val_loss",
+                                   "--switch-to-focal-on-plateau", "2", "--schedule", "plateau", "--name", "stall"))
+    assert [r["loss_fn"] for r in read_log(tmp_path / run_dir)] == ["ce", "ce", "ce", "focal", "focal"]
 
 
 def test_ema_decay_warms_up_then_holds():
@@ -65,14 +85,14 @@ def derived(argv, short_side, images):
 
 def test_defaults_follow_the_model_kind_and_the_data():
     # vehicles6-like: 100 px, 3,300 training images
-    assert derived([], 100, 3300)[0] == ("smallcnn", 64, 32, 10, "sgd")
+    assert derived([], 100, 3300)[0] == ("smallcnn", 64, 32, 15, "sgd")
     assert derived(["--pretrained"], 100, 3300)[0] == ("efficientnet_lite0", 160, 32, 8, "adamw")
     # photos keep up to 192 px; tiny images are upscaled to 160 px for a pretrained backbone
     assert derived(["--pretrained"], 192, 3300)[0][1:4] == (192, 32, 7)
     assert derived(["--pretrained"], 480, 3300)[0][1] == 192
     assert derived(["--pretrained"], 28, 6000)[0][1] == 160
     # 28 px grayscale from scratch: 32 px, twice the epochs of 64 px
-    assert derived([], 28, 6000)[0][1:4] == (32, 32, 20)
+    assert derived([], 28, 6000)[0][1:4] == (32, 32, 30)
     # a small dataset: batches of 16 and at least 300 steps, within 3x the budget's epochs
     (_, _, batch, epochs, _), why = derived(["--pretrained"], 224, 400)
     assert (batch, epochs) == (16, 12) and set(why) == {"img_size", "batch_size", "epochs"}
@@ -208,3 +228,45 @@ def test_same_name_twice_gets_two_folders_and_an_unwritable_runs_is_one_line(tmp
     monkeypatch.setattr(utils, "RUNS_DIR", tmp_path / "a-file" / "runs")
     with pytest.raises(UserError, match="cannot create a run folder"):
         train.main(tiny_args(competition, "--epochs", "1", "--name", "third"))
+
+
+def test_torchrun_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    """2 CPU processes (gloo) of 8 images a step against 1 process of 16: the same images in every
+    step, so the losses stay close (only BatchNorm sees 8 images at a time); the run predicts; and a
+    resumed distributed run repeats the uninterrupted one exactly."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    comp = make_competition(tmp_path / "comp", per_class=40)
+    common = ["--data", str(comp), "--img-size", "32", "--workers", "0", "--block", "4", "--drop", "0",
+              "--aug", "none", "--epochs", "3"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                str(ROOT / "train.py")]
+
+    def launch(command):
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    launch([sys.executable, str(ROOT / "train.py"), *common, "--batch-size", "16", "--name", "one"])
+    launch([*torchrun, *common, "--batch-size", "8", "--name", "two"])
+    one, two = read_log(tmp_path / "runs/one"), read_log(tmp_path / "runs/two")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        assert math.isclose(float(a["train_loss"]), float(b["train_loss"]), rel_tol=0.25)
+        assert float(a["lr"]) == pytest.approx(float(b["lr"]))  # the same number of optimizer steps
+    predicted = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--run", "runs/two", "--workers", "0"],
+                               cwd=tmp_path, capture_output=True, text=True)
+    assert predicted.returncode == 0 and "| all |" in predicted.stdout
+    import os
+    import signal
+    import time
+    victim = subprocess.Popen([*torchrun, *common, "--batch-size", "8", "--name", "killed"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "runs" / "killed" / "log.csv"
+    while victim.poll() is None and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)  # every process, somewhere in epoch 3
+    victim.wait()
+    launch([*torchrun, "--resume", "runs/killed", "--workers", "0"])
+    for a, b in zip(two, read_log(tmp_path / "runs/killed")):
+        assert math.isclose(float(a["train_loss"]), float(b["train_loss"]), rel_tol=1e-5)
