@@ -152,7 +152,8 @@ def main():
     train = read_dataset(resolve_data_dir(args.data))["train"]
     np.random.seed(args.seed)
     out = args.out or f"reports/augment_{args.aug}.png"
-    save_preview(load_rgb(train.paths[args.index % len(train.paths)]), args.aug, args.img_size, args.upscale, out, args.vflip)
+    image = load_rgb(train.paths[args.index % len(train.paths)])
+    save_preview(image, args.aug, args.img_size, args.upscale, out, args.vflip)
     print(f"wrote {out}")
 
 

@@ -389,7 +389,8 @@ class ImageDataset(torch.utils.data.Dataset):
                 cache.append(image)
                 total += image.nbytes
                 if total > max_bytes:
-                    print(f"note: {len(self.paths)} images do not fit in {max_bytes / 2**30:.0f} GiB: decoded every epoch")
+                    print(f"note: {len(self.paths)} images do not fit in {max_bytes / 2**30:.0f} GiB: decoded every "
+                          "epoch")
                     return
         self.cache = cache
 

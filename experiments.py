@@ -7,6 +7,7 @@ Usage:
     python experiments.py mygrid --grids my_grids.json                          # grids from another file
     python experiments.py recipe --full --seeds 8 --report    # rewrite the report from finished runs only
     python experiments.py recipe --full --findings            # rewrite only its findings, from grids.json
+    python experiments.py recipe --full --seeds 8 --jobs 8    # 8 runs at once on one big GPU
 
 Grids are plain data in grids.json (name -> {"description", "prepare": [shell commands that make
 what the rows need, shown in the report], "cpu": [train.py args], "full": [args for a GPU], "tta":
@@ -36,7 +37,9 @@ import json
 import re
 import shlex
 import shutil
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,8 @@ def parse_args(argv):
     only.add_argument("--report", action="store_true", help="only write the report from the runs finished so far")
     only.add_argument("--findings", action="store_true",
                       help="only rewrite the findings of the existing report from the grids file (no runs needed)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds of a row trained at once, each in its own process "
+                                                       "(a small model leaves a big GPU idle)")
     p.add_argument("--workers", help="loader workers for train.py and predict.py (default: theirs)")
     p.add_argument("--device", help="device for train.py and predict.py (default: auto)")
     args = p.parse_args(argv)
@@ -153,6 +158,19 @@ class Plan:
     tta: int
     predict: list  # the grid's predict.py args
     where: list  # --workers/--device for both scripts
+    jobs: int = 1  # runs at once (--jobs)
+
+    def call(self, script, argv):
+        """script.main(argv) here, or with several jobs the script in a process of its own (its one-line
+        error raised here as a UserError, so a row can fall back)."""
+        if self.jobs == 1:
+            return script.main(argv)
+        result = subprocess.run([sys.executable, script.__file__, *argv], capture_output=True, text=True)
+        if result.returncode:
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+            if errors:
+                raise UserError(errors[-1][len("error: "):])
+            raise RuntimeError(f"{script.__name__}.py {shlex.join(argv)} failed:\n{result.stderr[-3000:]}")
 
     def runs(self, label, args):
         """(train.py argv, run folder) of every seed of a row."""
@@ -167,10 +185,11 @@ def finished(run_dir):
 
 
 def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
-    """Train (or continue) and predict one run unless it already finished. In this process, not a
-    subprocess: no torch import per run (seconds on a CPU), and a UserError (weights that cannot
-    download) is an exception to record. A hard crash stops the grid; the same command resumes it.
-    With reused_dir (a finished run of another row), the run is a copy of that one, predicted anew."""
+    """Train (or continue) and predict one run unless it already finished. With --jobs 1 in this
+    process, not a subprocess: no torch import per run (seconds on a CPU), and a UserError (weights
+    that cannot download) is an exception to record; with more jobs, each run in processes of its own.
+    A hard crash stops the grid; the same command resumes it. With reused_dir (a finished run of
+    another row), the run is a copy of that one, predicted anew."""
     if finished(run_dir):
         return
     if reused_dir is not None:
@@ -178,15 +197,15 @@ def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
         for name in ("config.json", "log.csv", "split.csv", "best.pt"):
             shutil.copy2(reused_dir / name, run_dir / name)
     elif (run_dir / "last.pt").is_file():
-        train.main(["--resume", str(run_dir)] + plan.where)  # returns at once when all its epochs are done
+        plan.call(train, ["--resume", str(run_dir)] + plan.where)  # returns at once when all its epochs are done
     else:
         shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing to keep
         try:
-            train.main(argv + plan.where)
+            plan.call(train, argv + plan.where)
         except UserError:
             shutil.rmtree(run_dir, ignore_errors=True)  # train.py made the folder before the error
             raise
-    predict.main(["--run", str(run_dir), "--tta", str(plan.tta), *plan.predict, *predict_args, *plan.where])
+    plan.call(predict, ["--run", str(run_dir), "--tta", str(plan.tta), *plan.predict, *predict_args, *plan.where])
 
 
 def planned(plan, label, row):
@@ -210,8 +229,15 @@ def run_row(plan, label, row, done_rows):
         reused = done_rows[row["reuse"]]["runs"] if "reuse" in row else [None] * len(plan.seeds)
         if not reused:
             raise UserError(f"row {row['reuse']!r}, which it reuses, has no runs")
-        for (argv, run_dir), reused_dir in zip(plan.runs(label, row["args"]), reused):
-            run_once(plan, argv, run_dir, row.get("predict", []), reused_dir)
+        runs = [(plan, argv, run_dir, row.get("predict", []), reused_dir)
+                for (argv, run_dir), reused_dir in zip(plan.runs(label, row["args"]), reused)]
+        if plan.jobs == 1:
+            for run in runs:
+                run_once(*run)
+        else:
+            with ThreadPoolExecutor(plan.jobs) as pool:  # --jobs: the seeds side by side, each in its own processes
+                for done in [pool.submit(run_once, *run) for run in runs]:
+                    done.result()  # a UserError of any seed: the row's fallback
         return result
     except UserError as e:
         print(f"{plan.tag} row {label}: not run: {e}")
@@ -365,7 +391,7 @@ def main(argv=None):
     check_scored(data, [str(a) for a in grid.get("predict", [])])
     where = (["--workers", args.workers] if args.workers else []) + (["--device", args.device] if args.device else [])
     plan = Plan(tag, [str(a) for a in grid.get("full" if args.full else "cpu", [])], data, list(range(args.seeds)),
-                int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])], where)
+                int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])], where, args.jobs)
     for label in wanted:  # every problem that can be found before the first run starts
         row = rows[label]
         for folder_label, key in ((label, "args"), (f"{label}-fallback", "fallback")):

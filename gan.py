@@ -475,8 +475,8 @@ def parse_sample_args(argv):
 
 
 def sample(args):
-    path, state = read_gan_checkpoint(args.run or latest_run(required="last.pt", pattern="gan-*", trainer="gan.py"), "--run",
-                                      args.trust_checkpoint)
+    run = args.run or latest_run(required="last.pt", pattern="gan-*", trainer="gan.py")
+    path, state = read_gan_checkpoint(run, "--run", args.trust_checkpoint)
     classes, saved = state["classes"], argparse.Namespace(**state["args"])
     wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else classes
     unknown = [c for c in wanted if c not in classes]

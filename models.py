@@ -262,7 +262,8 @@ def load_run(run_dir, device="cpu", trust=False):
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise UserError(f"{run_dir}/best.pt does not match its {settings['arch']} model: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{run_dir}/best.pt does not match its {settings['arch']} model: "
+                        f"{str(e).splitlines()[0]}") from None
     return model.to(device, memory_format=torch.channels_last).eval(), ckpt
 
 

@@ -127,7 +127,7 @@ def test_time_views(args, ckpt, model, ds, run_dir, device, logit_shift):
     aug = ckpt["args"]["aug"]
     candidates = tta_views(aug, ckpt["args"]["vflip"])
     if args.tta > len(candidates):
-        print(f"--tta {args.tta}: a model trained with --aug {aug} has {len(candidates)} views; using them all")
+        print(f"--tta {args.tta}: a model trained with --aug {aug} has {len(candidates)} candidate views")
     candidates = candidates[:max(1, args.tta)]
     if args.split == "val":
         return candidates, None, None
@@ -201,7 +201,8 @@ def predict_images(args, model, ckpt, run_dir, device, logit_shift):
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file"] + [f"{kind}_{k + 1}" for k in range(top.indices.shape[1]) for kind in ("class", "prob")])
+        writer.writerow(["file"] + [f"{kind}_{k + 1}" for k in range(top.indices.shape[1])
+                                    for kind in ("class", "prob")])
         for path, indices, values in zip(paths, top.indices.tolist(), top.values.tolist()):
             writer.writerow([path] + [v for i, p in zip(indices, values) for v in (ckpt["classes"][i], f"{p:.5f}")])
     print(f"wrote {out} ({len(paths)} images, top {top.indices.shape[1]} classes, {len(views)} view(s) each)")
@@ -218,7 +219,8 @@ def predict_members(args, members, ds, device):
             only_run = sorted(set(ckpt["classes"]) - set(ds["classes"]))
             only_data = sorted(set(ds["classes"]) - set(ckpt["classes"]))
             raise UserError(f"{member} was trained on other classes than {ds['dir']}/train holds (only in the run: "
-                            f"{only_run or 'none'}; only in the data: {only_data or 'none'}): predict with matching data")
+                            f"{only_run or 'none'}; only in the data: {only_data or 'none'}): predict with "
+                            "matching data")
         shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust) if args.logit_adjust else None
         split = images_to_predict(args.split, ds, member)
         views, val, val_probs = test_time_views(args, ckpt, model, ds, member, device, shift)

@@ -2,25 +2,27 @@
 
 Usage:
     python train.py                                    # built-in digits set (or ./data), small CNN
-    python train.py --pretrained --aug heavy           # efficientnet_lite0, ImageNet weights, 128 px
+    python train.py --pretrained --aug heavy           # efficientnet_lite0 with ImageNet weights
     python train.py --data ../shared/data/vehicles6 --arch smallcnn --aug light
-    python train.py --balance sampler --loss ce --switch-to-focal-epoch 5 --ema 0.999
-    python train.py --balance effective --mix cutmix --heavy-classes pickup,truck
+    python train.py --pretrained --aug heavy --folds 5 # k-fold CV; then python predict.py averages the folds
+    python train.py --balance sampler --switch-to-focal-on-plateau 2 --schedule cosine --ema 0.999
     python train.py --synthetic runs/gan-NAME/samples --synthetic-ratio 0.5      # add generated images
     python train.py --init runs/NAME --hard-fraction 0.2 --epochs 3 --lr 3e-4     # fine-tune on hard examples
     python train.py --resume runs/NAME                 # continue an interrupted run from last.pt
+    torchrun --nproc_per_node 8 train.py --pretrained  # one process per GPU
 
-The loop: AMP (bf16/fp16 on CUDA), AdamW or SGD, per-batch learning rate with a linear warmup into
-OneCycle's cosine annealing, cross-entropy or focal loss (optionally switching from CE to focal at
-an epoch), label smoothing, mixup/cutmix, class balancing (balance.py: samplers, loss weights,
-over/undersampling, synthetic images), EMA of weights, head-only epochs for pretrained backbones,
-early stopping, best.pt on improvement and last.pt every epoch. Synthetic images only ever join the
-training set, never validation.
-Validation uses val/ when the folder has one, else a stratified split of train/ that keeps
-near-duplicates (consecutive frames) on one side.
+The loop (main): mixed precision, AdamW or SGD, a learning rate stepped every batch through a linear
+warmup into OneCycle's cosine annealing (or --schedule), cross-entropy or focal loss (switching from
+CE to focal at an epoch or when the metric stalls), label smoothing, mixup/cutmix, class balancing
+(balance.py), EMA of the weights, head-only epochs, early stopping, best.pt when the monitored metric
+improves and last.pt every epoch. Input size, batch size and epochs not given are derived from the
+data (derive_defaults) and printed. Validation uses val/ when the folder has one, else a stratified
+15% of train/ that keeps near-duplicates on one side (data.holdout_split); synthetic and
+pseudo-labeled images only ever join the training set.
 
-Each run folder holds config.json (arguments, package versions, git commit), log.csv (one row per
-epoch), curves.png (redrawn every epoch), split.csv (which images trained and validated), best.pt and last.pt.
+Each run folder holds config.json (every setting, derived ones with their reason, package versions,
+git commit), split_counts.csv and split.csv (which images trained and validated), log.csv (a row per
+epoch), curves.png, best.pt and last.pt (weights and plain settings: read with weights_only=True).
 """
 import argparse
 import contextlib
@@ -57,7 +59,8 @@ def parse_args(argv=None):
     g.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
     g.add_argument("--split-seed", type=int, help="seed of the validation split and of --train-fraction (default: "
                                                   "--seed); fix it to train every seed on the same images")
-    g.add_argument("--train-fraction", type=float, default=1.0, help="train on this stratified fraction (low-data studies)")
+    g.add_argument("--train-fraction", type=float, default=1.0,
+                   help="train on this stratified fraction (low-data studies)")
     g.add_argument("--folds", type=int, default=0, help="k-fold cross-validation: train K runs, each holding out one "
                                                         "leak-free fold, and write out-of-fold predictions")
     g.add_argument("--fold", type=int, help="with --folds: train only this fold (0..K-1), e.g. one per machine, "
@@ -66,8 +69,9 @@ def parse_args(argv=None):
     g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (efficientnet_lite0)")
     g.add_argument("--arch", type=arch, metavar="ARCH", help=f"{', '.join(ARCHS)}, or timm:NAME for any timm model "
                                                             "(default: smallcnn, efficientnet_lite0 with --pretrained)")
-    g.add_argument("--weights", metavar="FILE", help="ImageNet weights for a torchvision or timm --arch: its state_dict "
-                                                     "in a .pth file (offline, e.g. from a Kaggle dataset)")
+    g.add_argument("--weights", metavar="FILE",
+                   help="ImageNet weights for a torchvision or timm --arch: its state_dict in a .pth file (offline, "
+                        "e.g. from a Kaggle dataset)")
     g.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
     g.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
     g.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
@@ -84,7 +88,8 @@ def parse_args(argv=None):
     g.add_argument("--epochs", type=int, help="default: 15 at 64 px from scratch, 7 at 192 px pretrained, more at "
                                               "smaller sizes and for small datasets (derive_defaults)")
     g.add_argument("--batch-size", type=int, help="default 32, 16 under 1,000 training images")
-    g.add_argument("--optimizer", choices=("adamw", "sgd"), help="default sgd (Nesterov) from scratch, adamw pretrained")
+    g.add_argument("--optimizer", choices=("adamw", "sgd"),
+                   help="default sgd (Nesterov) from scratch, adamw pretrained")
     g.add_argument("--lr", type=float, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
     g.add_argument("--weight-decay", type=float, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
     g.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "step", "plateau"),
@@ -420,11 +425,7 @@ def main(argv=None):
             train_loss, train_acc = train_one_epoch(run, criterion, epoch)
             metrics = evaluate(run.eval_model, run.val_loader, run.device, run.dtype)[0] if run.val.paths else {}
             is_best = run.stopper.update(metrics)
-            stalled = run.stopper.bad_epochs
-            if args.switch_to_focal_on_plateau and run.focal_since is None and stalled >= args.switch_to_focal_on_plateau:
-                run.focal_since = epoch + 1  # the metric stalled under cross-entropy: focal from the next epoch
-            if run.scheduler.lr_lambdas[0].epoch_end(stalled) and run.rank == 0:
-                print(f"epoch {epoch}: {args.monitor} stalled for {stalled} epochs: learning rate x0.1")
+            on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
             row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
                    "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
                    **metrics, "seconds": time.time() - started}
@@ -450,6 +451,16 @@ def main(argv=None):
         print(f"next: python predict.py --run {finished}")
         return finished
     return run.run_dir
+
+
+def on_plateau(run, epoch):
+    """When the monitored metric has stalled: focal loss from the next epoch (--switch-to-focal-on-plateau
+    N, once), and the plateau schedule's cut of the learning rate."""
+    args, stalled = run.args, run.stopper.bad_epochs
+    if args.switch_to_focal_on_plateau and run.focal_since is None and stalled >= args.switch_to_focal_on_plateau:
+        run.focal_since = epoch + 1
+    if run.scheduler.lr_lambdas[0].epoch_end(stalled) and run.rank == 0:
+        print(f"epoch {epoch}: {args.monitor} stalled for {stalled} epochs: learning rate x0.1")
 
 
 # ---------------------------------------------------------------- setting up a run
@@ -510,7 +521,8 @@ def split_listing(train, val, train_paths, train_targets, pipeline, classes):
     rows = [{"split": part, "label": label, "file": path} for part, split in (("train", train), ("val", val))
             for path, label in zip(split.paths, split.labels)]
     return rows + [{"split": name, "label": classes[target], "file": path}
-                   for path, target, name in zip(train_paths, train_targets, pipeline) if name in ("synthetic", "pseudo")]
+                   for path, target, name in zip(train_paths, train_targets, pipeline)
+                   if name in ("synthetic", "pseudo")]
 
 
 def build_network(args, classes, init_model, device, world):
@@ -652,7 +664,8 @@ def finish_fold(run):
     of the parent folder has them, the parent's oof_predictions.csv and cv.json (the CV score)."""
     model, _ = load_run(run.run_dir, run.device)
     _, probs = evaluate(model, run.val_loader, run.device, run.dtype)
-    write_csv(run.run_dir / "oof.csv", [{"file": path, "label": label, "fold": run.args.fold, **dict(zip(run.classes, p))}
+    write_csv(run.run_dir / "oof.csv", [{"file": path, "label": label, "fold": run.args.fold,
+                                         **dict(zip(run.classes, p))}
                                         for path, label, p in zip(run.val.paths, run.val.labels, probs.tolist())])
     parent = run.run_dir.parent
     done = [parent / f"fold-{k}" / "oof.csv" for k in range(run.args.folds)]

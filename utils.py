@@ -202,7 +202,8 @@ def load_checkpoint(path, required=("model", "classes"), writer="train.py", defa
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
         if "weights_only" not in str(e):
-            raise UserError(f"{path} is not a readable checkpoint (UnpicklingError: {str(e).splitlines()[0]})") from None
+            raise UserError(f"{path} is not a readable checkpoint (UnpicklingError: "
+                            f"{str(e).splitlines()[0]})") from None
         raise UserError(f"{path} holds Python objects besides weights and settings, which could run code when "
                         f"loaded: refused. If you wrote this file yourself, pass {TRUST_FLAG}") from None
     except Exception as e:

@@ -69,7 +69,8 @@ def compare(name, kind):
             "reference_seconds": round(ref_seconds), "acc": metrics["acc"], "acc_tta": metrics["acc_tta"],
             "tta_views": metrics["tta_view_names"], "train_seconds": round(train_seconds),
             "predict_seconds": round(predict_seconds),
-            "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, batch {config['batch_size']}",
+            "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
+                      f"batch {config['batch_size']}",
             "machine": f"{platform.machine()}, {config.get('workers')} loader worker(s)",
             "when": time.strftime("%Y-%m-%d %H:%M")}
 

@@ -170,3 +170,10 @@ def test_reuse_row_predicts_the_same_model_anew_and_the_report_shows_recall_and_
     (tmp_path / "grids.json").write_text(json.dumps(grids))
     with pytest.raises(UserError, match="reuse.*listed before it"):
         run_grid(tmp_path, competition)
+
+
+def test_jobs_run_seeds_side_by_side_and_fall_back_the_same(grid_work):
+    """--jobs 2: each seed in processes of its own; a one-line error still sends the row to its fallback."""
+    work, data = grid_work
+    report = run_grid(work, data, "--seeds", "2", "--jobs", "2")
+    assert "| plain | 2/2 |" in report and "| missing (fallback) | 2/2 |" in report and "data folder not found" in report
