@@ -75,7 +75,8 @@ def parse_args(argv=None):
     g.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
     g.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
     g.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
-    g.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention)")
+    g.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention); a run "
+                                                 "of other classes, e.g. on another dataset, gives all but its head")
     g = p.add_argument_group("input and augmentation")
     g.add_argument("--img-size", type=int, help="input size (default: the images' median short side, within 32-64 px "
                                                 "from scratch and 160-192 px pretrained)")
@@ -525,13 +526,14 @@ def split_listing(train, val, train_paths, train_targets, pipeline, classes):
                    if name in ("synthetic", "pseudo")]
 
 
-def build_network(args, classes, init_model, device, world):
+def build_network(args, classes, init_model, keep_head, device, world):
     """(model, mean, std, net): the model on the device, and what runs its forward passes: wrapped in
     DistributedDataParallel under torchrun, compiled with --compile."""
     model, mean, std = build_model(args.arch, len(classes), args.pretrained and init_model is None, args.attention,
                                    args.drop, args.width, None if init_model is not None else args.weights)
-    if init_model is not None:
-        model.load_state_dict(init_model.state_dict())
+    if init_model is not None:  # a run of other classes (another dataset) gives all but its head
+        model.load_state_dict({k: v for k, v in init_model.state_dict().items()
+                               if keep_head or not k.startswith("head.")}, strict=keep_head)
     if args.sync_bn:
         if world == 1 or device.type != "cuda":
             raise UserError("--sync-bn needs torchrun with GPUs (BatchNorm statistics across processes)")
@@ -578,8 +580,9 @@ def prepare(args):
     train_paths, train_targets, pipeline = training_images(train, classes, balance, ds["test"])
     counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
     init_model, init = load_run(args.init, trust=args.trust_checkpoint) if args.init else (None, None)
-    if init is not None and init["classes"] != classes:
-        raise UserError(f"--init {args.init} was trained on classes {init['classes']}, this data has {classes}")
+    if init is not None and init["classes"] != classes and rank == 0:
+        print(f"--init {args.init} was trained on other classes ({', '.join(init['classes'])}): its weights "
+              "without its head, and a new head for these classes")
     if resumed is None:
         for key in ("arch", "attention", "drop", "width", "img_size", "upscale", "vflip") if init else ():
             setattr(args, key, init["args"][key])  # fine-tuning keeps the run's model and input size
@@ -593,7 +596,8 @@ def prepare(args):
               f"{len(val.paths)}; {args.arch} at {args.img_size} px, batch {args.batch_size} x {world} process(es) x "
               f"{args.accum} accumulated, {args.epochs} epochs; {device}, AMP {dtype or 'off'}, "
               f"{torch.get_num_threads()} threads, {args.workers} loader workers; run folder {run_dir}")
-    model, mean, std, net = build_network(args, classes, init_model, device, world)
+    model, mean, std, net = build_network(args, classes, init_model, init is not None and init["classes"] == classes,
+                                          device, world)
     eval_transform = build_transform("none", args.img_size, mean, std, args.upscale)
     pipelines = {name: build_transform(aug, args.img_size, mean, std, args.upscale, args.vflip) for name, aug in
                  (("train", args.aug), ("heavy", "heavy"), ("synthetic", args.synthetic_aug), ("pseudo", args.aug))}

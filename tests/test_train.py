@@ -270,3 +270,17 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(tmp_path):
     launch([*torchrun, "--resume", "runs/killed", "--workers", "0"])
     for a, b in zip(two, read_log(tmp_path / "runs/killed")):
         assert math.isclose(float(a["train_loss"]), float(b["train_loss"]), rel_tol=1e-5)
+
+
+def test_init_from_a_run_of_other_classes_keeps_all_but_the_head(tmp_path, competition, monkeypatch):
+    """Extra real data: a small CNN trained on another dataset starts this one; only the head is new."""
+    monkeypatch.chdir(tmp_path)
+    other = make_competition(tmp_path / "other", per_class=8)
+    (other / "train" / "blue").rename(other / "train" / "navy")
+    source = tmp_path / train.main(tiny_args(other, "--epochs", "1", "--name", "other", "--width", "8"))
+    tuned = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--init", str(source), "--lr", "0",
+                                            "--name", "tuned"))
+    a, b = (torch.load(run / "best.pt", weights_only=True)["model"] for run in (source, tuned))
+    conv = next(k for k in a if k.startswith("features.") and k.endswith("weight"))
+    assert torch.equal(a[conv], b[conv]) and a["head.weight"].shape == b["head.weight"].shape
+    assert not torch.equal(a["head.weight"], b["head.weight"])  # a fresh head for the new classes
