@@ -173,6 +173,59 @@ from utils import (UserError, amp_dtype, append_csv, check_writable, environment
                    seed_everything, write_csv, write_json)
 
 
+def main(argv=None):
+    args = parse_args(argv)
+    for settings in runs_to_train(args):  # this run, or each fold of --folds K
+        run = prepare(settings)  # data, split, derived defaults, model, optimizer, warmup + OneCycle, resume
+        args = run.args
+        for epoch in range(run.start_epoch, args.epochs + 1):
+            started = time.time()
+            criterion, loss_name = make_criterion(args, epoch, run.class_weights, run.focal_since)  # CE, then focal
+            if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
+                print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
+            train_loss, train_acc = train_one_epoch(run, criterion, epoch)
+            metrics = evaluate(run.eval_model, run.val_loader, run.device, run.dtype)[0] if run.val.paths else {}
+            is_best = run.stopper.update(metrics)
+            on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
+            row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
+                   "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
+                   **metrics, "seconds": time.time() - started}
+            if run.rank == 0:  # under torchrun, one process writes
+                save_checkpoint(run.checkpoint(epoch, row), is_best, run.run_dir)  # best.pt if improved, last.pt
+                append_csv(run.run_dir / "log.csv", row)  # after the checkpoint: resume repairs a missing row
+                plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
+                scores = (f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 "
+                          f"{metrics['val_f1']:.4f}" if metrics else "no validation")
+                print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | {scores} | "
+                      f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
+            if run.stopper.stop:
+                print(f"early stop: {args.monitor} has not improved for {args.patience} epochs")
+                break
+        if run.rank != 0:
+            continue
+        print(f"done: {run.run_dir}" + (f" (best {args.monitor} {abs(run.stopper.best):.4f})" if run.val.paths else
+                                         " (no validation: best.pt is the last epoch)"))
+        finished = finish_fold(run) if args.folds else run.run_dir
+    if run.world > 1:
+        torch.distributed.destroy_process_group()
+    if run.rank == 0:
+        print(f"next: python predict.py --run {finished}")
+        return finished
+    return run.run_dir
+
+
+def on_plateau(run, epoch):
+    """When the monitored metric has stalled: focal loss from the next epoch (--switch-to-focal-on-plateau
+    N, once), and the plateau schedule's cut of the learning rate."""
+    args, stalled = run.args, run.stopper.bad_epochs
+    if args.switch_to_focal_on_plateau and run.focal_since is None and stalled >= args.switch_to_focal_on_plateau:
+        run.focal_since = epoch + 1
+    if run.scheduler.lr_lambdas[0].epoch_end(stalled) and run.rank == 0:
+        print(f"epoch {epoch}: {args.monitor} stalled for {stalled} epochs: learning rate x0.1")
+
+
+# ---------------------------------------------------------------- the loop's parts
+
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_true)^gamma, so examples the
     model already gets right count less. gamma=0 is exactly cross-entropy, weights and smoothing
@@ -277,8 +330,8 @@ def print_split(rows, run_dir):
 
 
 def train_one_epoch(run, criterion, epoch):
-    """One pass over the training set: mixed precision, a learning-rate step per batch (warmup, then
-    OneCycle's annealing), the EMA after every step. Returns (mean loss, accuracy)."""
+    """One pass over the training set: mixed precision, a learning-rate step per optimizer step (the
+    warmup, then --schedule), the EMA after every step. Returns (mean loss, accuracy)."""
     model, args = run.model, run.args
     model.train()
     head_only = epoch <= args.freeze_epochs  # --freeze-epochs: a new head first, the backbone untouched
@@ -411,57 +464,6 @@ class Run:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "best_score": self.stopper.best,
                 "bad_epochs": self.stopper.bad_epochs, "focal_since": self.focal_since}
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    for settings in runs_to_train(args):  # this run, or each fold of --folds K
-        run = prepare(settings)  # data, split, derived defaults, model, optimizer, warmup + OneCycle, resume
-        args = run.args
-        for epoch in range(run.start_epoch, args.epochs + 1):
-            started = time.time()
-            criterion, loss_name = make_criterion(args, epoch, run.class_weights, run.focal_since)  # CE, then focal
-            if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
-                print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
-            train_loss, train_acc = train_one_epoch(run, criterion, epoch)
-            metrics = evaluate(run.eval_model, run.val_loader, run.device, run.dtype)[0] if run.val.paths else {}
-            is_best = run.stopper.update(metrics)
-            on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
-            row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
-                   "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
-                   **metrics, "seconds": time.time() - started}
-            if run.rank == 0:  # under torchrun, one process writes
-                save_checkpoint(run.checkpoint(epoch, row), is_best, run.run_dir)  # best.pt if improved, last.pt
-                append_csv(run.run_dir / "log.csv", row)  # after the checkpoint: resume repairs a missing row
-                plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
-                scores = (f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 "
-                          f"{metrics['val_f1']:.4f}" if metrics else "no validation")
-                print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | {scores} | "
-                      f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
-            if run.stopper.stop:
-                print(f"early stop: {args.monitor} has not improved for {args.patience} epochs")
-                break
-        if run.rank != 0:
-            continue
-        print(f"done: {run.run_dir}" + (f" (best {args.monitor} {abs(run.stopper.best):.4f})" if run.val.paths else
-                                         " (no validation: best.pt is the last epoch)"))
-        finished = finish_fold(run) if args.folds else run.run_dir
-    if run.world > 1:
-        torch.distributed.destroy_process_group()
-    if run.rank == 0:
-        print(f"next: python predict.py --run {finished}")
-        return finished
-    return run.run_dir
-
-
-def on_plateau(run, epoch):
-    """When the monitored metric has stalled: focal loss from the next epoch (--switch-to-focal-on-plateau
-    N, once), and the plateau schedule's cut of the learning rate."""
-    args, stalled = run.args, run.stopper.bad_epochs
-    if args.switch_to_focal_on_plateau and run.focal_since is None and stalled >= args.switch_to_focal_on_plateau:
-        run.focal_since = epoch + 1
-    if run.scheduler.lr_lambdas[0].epoch_end(stalled) and run.rank == 0:
-        print(f"epoch {epoch}: {args.monitor} stalled for {stalled} epochs: learning rate x0.1")
 
 
 # ---------------------------------------------------------------- setting up a run
