@@ -203,7 +203,7 @@ def main(argv=None):
                 break
         if run.rank != 0:
             continue
-        print(f"done: {run.run_dir}" + (f" (best {args.monitor} {abs(run.stopper.best):.4f})" if run.val.paths else
+        print(f"done: {run.run_dir}" + (f" (best {args.monitor} {run.stopper.best_value:.4f})" if run.val.paths else
                                          " (no validation: best.pt is the last epoch)"))
         finished = finish_fold(run) if args.folds else run.run_dir
     if run.world > 1:
@@ -398,16 +398,22 @@ def evaluate(model, loader, device, dtype):
 
 class EarlyStopping:
     """Tracks the monitored metric: is this epoch the best so far, and has it stopped improving for
-    `patience` epochs? Loss is lower-is-better, the rest higher-is-better."""
+    `patience` epochs? Loss is lower-is-better, the rest higher-is-better. A tie on accuracy or F1 goes
+    to the lower validation loss: once validation accuracy saturates (every image right), later
+    epochs, which the schedule has annealed further, still count as improvements."""
 
     def __init__(self, monitor, patience, best=None, bad_epochs=0):
-        self.sign = -1 if monitor == "val_loss" else 1
-        self.monitor, self.patience, self.best, self.bad_epochs = monitor, patience, best, bad_epochs
+        self.monitor, self.patience, self.bad_epochs = monitor, patience, bad_epochs
+        self.best = tuple(best) if best is not None else None  # a checkpoint stores it as a list
+
+    def score(self, metrics):
+        loss = -metrics["val_loss"]
+        return (loss,) if self.monitor == "val_loss" else (metrics[self.monitor], loss)
 
     def update(self, metrics):
         if not metrics:  # no validation images (--val-fraction 0): every epoch is the latest and best
             return True
-        score = self.sign * metrics[self.monitor]
+        score = self.score(metrics)
         is_best = self.best is None or score > self.best
         self.best, self.bad_epochs = (score, 0) if is_best else (self.best, self.bad_epochs + 1)
         return is_best
@@ -415,6 +421,11 @@ class EarlyStopping:
     @property
     def stop(self):
         return self.bad_epochs >= self.patience
+
+    @property
+    def best_value(self):
+        """The monitored metric at the best epoch."""
+        return abs(self.best[0])
 
 
 @dataclass

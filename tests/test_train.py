@@ -284,3 +284,14 @@ def test_init_from_a_run_of_other_classes_keeps_all_but_the_head(tmp_path, compe
     conv = next(k for k in a if k.startswith("features.") and k.endswith("weight"))
     assert torch.equal(a[conv], b[conv]) and a["head.weight"].shape == b["head.weight"].shape
     assert not torch.equal(a["head.weight"], b["head.weight"])  # a fresh head for the new classes
+
+
+def test_a_saturated_validation_accuracy_still_follows_the_loss():
+    """Every validation image right from epoch 1 on: the later, lower-loss epochs are the best ones,
+    and early stopping does not end a run that is still improving its loss."""
+    stopper = train.EarlyStopping("val_acc", patience=2)
+    epochs = [{"val_acc": 1.0, "val_loss": loss} for loss in (0.30, 0.20, 0.10, 0.12, 0.11)]
+    assert [stopper.update(m) for m in epochs] == [True, True, True, False, False] and stopper.stop
+    assert stopper.best_value == 1.0
+    loss_only = train.EarlyStopping("val_loss", patience=5)
+    assert [loss_only.update(m) for m in epochs[:3]] == [True, True, True] and loss_only.best_value == 0.10
