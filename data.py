@@ -639,8 +639,25 @@ def split_dataset(data_dir, out_dir, val, test, seed, block):
 
 # ---------------------------------------------------------------- EDA
 
-def eda(data_dir, out_dir):
-    """Plots and eda.md: class balance, examples, sizes, channel statistics, duplicates."""
+def save_examples(train, classes, path, rng, per_class=8):
+    """A grid of per_class random training images of every class."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.2, len(classes) * 1.3), squeeze=False)
+    for row, c in enumerate(classes):
+        idx = [i for i, label in enumerate(train.labels) if label == c]
+        for col, i in enumerate(rng.choice(idx, min(per_class, len(idx)), replace=False)):
+            axes[row, col].imshow(load_rgb(train.paths[i]))
+        for ax in axes[row]:
+            ax.axis("off")
+        axes[row, 0].set_title(c, loc="left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def eda(data_dir, out_dir, examples=True):
+    """Plots and eda.md: class balance, example images (unless examples is False), sizes, channel statistics,
+    duplicates."""
     plt = pyplot()
     ds = read_dataset(data_dir)
     train, classes = ds["train"], ds["classes"]
@@ -656,19 +673,9 @@ def eda(data_dir, out_dir):
     fig.savefig(out_dir / "class_balance.png", dpi=100)
     plt.close(fig)
 
-    per_class = 8
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.2, len(classes) * 1.3), squeeze=False)
     rng = np.random.default_rng(0)
-    for row, c in enumerate(classes):
-        idx = [i for i, label in enumerate(train.labels) if label == c]
-        for col, i in enumerate(rng.choice(idx, min(per_class, len(idx)), replace=False)):
-            axes[row, col].imshow(load_rgb(train.paths[i]))
-        for ax in axes[row]:
-            ax.axis("off")
-        axes[row, 0].set_title(c, loc="left", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "examples.png", dpi=100)
-    plt.close(fig)
+    if examples:
+        save_examples(train, classes, out_dir / "examples.png", rng)
 
     w, h = train.sizes[:, 0], train.sizes[:, 1]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
@@ -738,7 +745,13 @@ def eda(data_dir, out_dir):
     if cross:
         lines.append("- Some test images nearly match training images: expect test accuracy above a clean "
                      "hold-out's on those.")
-    lines += ["", "![class balance](class_balance.png)", "", "![examples](examples.png)", "", "![sizes](sizes.png)"]
+    _, _, split_rows = train_val_split(ds, 0.15, 25, 0)
+    lines += ["", "## The validation split train.py makes (its defaults: 15% of each class, near-duplicates "
+              "grouped, seed 0)", "", "| class | images | train | validation | share |", "|---|---|---|---|---|"]
+    lines += [f"| {r['class']} | {r['images']} | {r['train']} | {r['held_out']} | {r['share']:.1%} |" for r in split_rows]
+    lines += ["", "![class balance](class_balance.png)", "", "![sizes](sizes.png)"]
+    if examples:
+        lines += ["", "![examples](examples.png)"]
     (out_dir / "eda.md").write_text("\n".join(lines) + "\n")
     print("\n".join(line for line in lines if line.startswith("- ")))
     print(f"wrote {out_dir}/eda.md and plots")
@@ -750,6 +763,8 @@ def main():
     p = sub.add_parser("eda", help="class balance, examples, sizes, channel stats, duplicates")
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     p.add_argument("--out", default="reports/eda")
+    p.add_argument("--no-examples", dest="examples", action="store_false",
+                   help="no grid of example images (for a report you commit where the images may not be copied)")
     p = sub.add_parser("split", help="write a fixed stratified train/val/test split as folders")
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     p.add_argument("--out", required=True, help="new folder for the split")
@@ -761,7 +776,7 @@ def main():
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data)
     if args.command == "eda":
-        eda(data_dir, args.out)
+        eda(data_dir, args.out, args.examples)
     else:
         split_dataset(data_dir, args.out, args.val, args.test, args.seed, args.block)
 

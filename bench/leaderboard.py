@@ -18,7 +18,8 @@ Rows and the commands behind them (NAME = the dataset's folder name, runs under 
               epochs the folds trained: their best epoch is their last), then predict --tta 8 (no
               validation to choose views on: all 8)
 Training time is the CPU time (user + system) of the train.py processes behind each row.
-Writes reports/leaderboard-NAME.md; results accumulate in reports/leaderboard-NAME.json.
+Writes reports/leaderboard-NAME.md; results accumulate in reports/leaderboard-NAME.json; the README's
+leaderboard table (between its markers) shows every dataset measured so far.
 """
 import argparse
 import json
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from readme_table import replace_in_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("folds", "tta", "stack", "pseudo", "refit")
@@ -110,6 +113,23 @@ def write_report(name, results):
     path = ROOT / "reports" / f"leaderboard-{name}.md"
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))
+    update_readme()
+
+
+def update_readme():
+    """The README's leaderboard table, between its leaderboard markers: every dataset measured so far, one
+    column each, "CV / Public / Private" per row."""
+    ladders = {path.stem.removeprefix("leaderboard-"): json.loads(path.read_text())
+               for path in sorted((ROOT / "reports").glob("leaderboard-*.json"))}
+    rows = {row: None for results in ladders.values() for row in results}  # every row once, in ladder order
+    short = lambda v: "" if v is None else f"{v[0] if isinstance(v, list) else v:.3f}"
+    table = ["| row | " + " | ".join(f"{name}: CV / Public / Private" for name in ladders) + " |",
+             "|---|" + "---|" * len(ladders)]
+    for row in rows:
+        cells = [" / ".join(short(results[row][key]) for key in ("cv", "public", "private"))
+                 if row in results else "" for results in ladders.values()]
+        table.append(f"| {row} | " + " | ".join(cells) + " |")
+    replace_in_readme("leaderboard", table)
 
 
 def main():

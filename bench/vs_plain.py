@@ -11,6 +11,7 @@ test-time views. Times are wall-clock seconds of each training process, start-up
 Usage:
     python bench/vs_plain.py                                  # every set below, both kinds
     python bench/vs_plain.py --sets trashnet6 --kinds pretrained
+    python bench/vs_plain.py --kinds scratch --reuse-reference  # ours again, the references as measured before
     python bench/vs_plain.py --report                         # rewrite the report from the results so far
 
 Results accumulate in reports/vs_plain.json (a rerun replaces its rows; run folders in runs/vs_plain/); the table goes to
@@ -26,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from readme_table import replace_in_readme
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SETS = {"vehicles6": SHARED / "data" / "vehicles6", "utilityvehicles10": SHARED / "data" / "utilityvehicles10",
@@ -35,7 +38,6 @@ KINDS = {"pretrained": (["plain_finetune.py", "160", "6"], ["--pretrained", "--a
 OUT = ROOT / "runs" / "vs_plain"
 REPORT = ROOT / "reports" / "vs_plain.md"
 RESULTS = ROOT / "reports" / "vs_plain.json"  # committed: the report is rebuilt from it
-README_START, README_END = "<!-- vs_plain:start -->", "<!-- vs_plain:end -->"
 
 
 def timed(command, log):
@@ -49,16 +51,22 @@ def timed(command, log):
     return seconds, result.stdout
 
 
-def compare(name, kind):
+def compare(name, kind, earlier=None):
+    """One row: the reference script, then ours. earlier: this row's stored result, whose reference
+    figures are kept instead of running the reference again (--reuse-reference)."""
     data = SETS[name]
     if name == "digits" and not data.is_dir():  # the built-in set is written on first use
         subprocess.run([sys.executable, "-c", "import data; data.resolve_data_dir(None)"], cwd=ROOT, check=True)
     reference, ours = KINDS[kind]
     run = OUT / f"{name}-{kind}"
     shutil.rmtree(run, ignore_errors=True)  # train.py would otherwise pick a new name beside it
-    ref_seconds, out = timed([sys.executable, SHARED / "bench" / reference[0], data, *reference[1:]],
-                             OUT / f"{name}-{kind}-reference.log")
-    ref_acc = float(re.findall(r"test accuracy ([\d.]+)", out)[-1])
+    if earlier:
+        ref_seconds, ref_acc, ref_when = earlier["reference_seconds"], earlier["reference_acc"], earlier["reference_when"]
+    else:
+        ref_when = time.strftime("%Y-%m-%d %H:%M")
+        ref_seconds, out = timed([sys.executable, SHARED / "bench" / reference[0], data, *reference[1:]],
+                                 OUT / f"{name}-{kind}-reference.log")
+        ref_acc = float(re.findall(r"test accuracy ([\d.]+)", out)[-1])
     train_seconds, _ = timed([sys.executable, "train.py", "--data", data, "--name", f"vs_plain/{name}-{kind}", *ours],
                              OUT / f"{name}-{kind}-train.log")
     predict_seconds, _ = timed([sys.executable, "predict.py", "--run", run, "--tta", "8"],
@@ -66,7 +74,7 @@ def compare(name, kind):
     metrics = json.loads((run / "test_metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())["args"]
     return {"set": name, "kind": kind, "reference": " ".join(reference), "reference_acc": ref_acc,
-            "reference_seconds": round(ref_seconds), "acc": metrics["acc"], "acc_tta": metrics["acc_tta"],
+            "reference_seconds": round(ref_seconds), "reference_when": ref_when, "acc": metrics["acc"], "acc_tta": metrics["acc_tta"],
             "tta_views": metrics["tta_view_names"], "train_seconds": round(train_seconds),
             "predict_seconds": round(predict_seconds),
             "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
@@ -87,8 +95,8 @@ def write_report(results):
         lines.append(f"| {r['set']} | {r['kind']} | {r['reference_acc']:.4f} | {r['acc']:.4f} | {r['acc_tta']:.4f} | "
                      f"{r['reference_seconds']} | {r['train_seconds']} | "
                      f"{r['train_seconds'] / r['reference_seconds']:.2f} | {r['recipe']} | {', '.join(r['tta_views'])} |")
-    machines = sorted({f"{r['machine']} ({r['when']})" for r in results})
-    lines += ["", f"Machine: {platform.processor() or platform.machine()}; runs: {'; '.join(machines)}."]
+    lines += ["", f"Machine: {platform.processor() or platform.machine()}. When each ran (reference, ours): "
+              + "; ".join(f"{r['set']} {r['kind']} {r['reference_when']}, {r['when']}" for r in results) + "."]
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))
@@ -102,16 +110,15 @@ def update_readme(results):
         ours = "`train.py --pretrained --aug heavy`" if r["kind"] == "pretrained" else "`train.py`"
         rows.append(f"| {r['set']} | {ours} | {r['reference_acc']:.4f} | {r['acc']:.4f} | {r['acc_tta']:.4f} | "
                     f"{r['train_seconds']} s / {r['reference_seconds']} s = {r['train_seconds'] / r['reference_seconds']:.2f} |")
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = text.index(README_START) + len(README_START), text.index(README_END)
-    readme.write_text(text[:start] + "\n" + "\n".join(rows) + "\n" + text[end:])
+    replace_in_readme("vs_plain", rows)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated, from: " + ", ".join(SETS))
     p.add_argument("--kinds", default=",".join(KINDS), help="pretrained, scratch or both")
+    p.add_argument("--reuse-reference", action="store_true",
+                   help="keep each row's stored reference figures (same machine, run earlier) and rerun only ours")
     p.add_argument("--report", action="store_true", help="only rewrite the report from the results so far")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -122,7 +129,8 @@ def main():
             for kind in args.kinds.split(","):
                 if name == "digits" and kind == "pretrained":
                     continue  # 8 px scans: the digits are the scratch model's set
-                row = compare(name, kind)
+                earlier = [r for r in results if (r["set"], r["kind"]) == (name, kind)]
+                row = compare(name, kind, earlier[0] if args.reuse_reference and earlier else None)
                 results = [r for r in results if (r["set"], r["kind"]) != (name, kind)] + [row]
                 store.write_text(json.dumps(results, indent=1))
                 print(row, flush=True)

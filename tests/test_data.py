@@ -129,6 +129,16 @@ def test_eda_writes_report_and_plots(competition, tmp_path):
     assert "imbalance ratio (largest / smallest class): 1.0" in report
     for png in ("class_balance.png", "examples.png", "sizes.png"):
         assert (tmp_path / "eda" / png).stat().st_size > 1000
+    assert "examples.png" in report
+    assert "| class | images | train | validation | share |" in report  # the split train.py makes, per class
+
+
+def test_eda_without_examples_copies_no_image(competition, tmp_path):
+    """--no-examples: a report to commit holds plots of counts and sizes, never the images themselves."""
+    data.eda(competition, tmp_path / "eda", examples=False)
+    assert not (tmp_path / "eda" / "examples.png").exists()
+    assert "examples.png" not in (tmp_path / "eda" / "eda.md").read_text()
+    assert (tmp_path / "eda" / "class_balance.png").is_file()
 
 
 def test_augmentation_draws_are_independent_and_reproducible():
