@@ -128,7 +128,7 @@ def update_readme():
     for row in rows:
         cells = [" / ".join(short(results[row][key]) for key in ("cv", "public", "private"))
                  if row in results else "" for results in ladders.values()]
-        table.append(f"| {row} | " + " | ".join(cells) + " |")
+        table.append(f"| {row.replace(' ± std', '')} | " + " | ".join(cells) + " |")  # the README shows means
     replace_in_readme("leaderboard", table)
 
 
