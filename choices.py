@@ -13,6 +13,8 @@ AUGMENTATIONS = ("none", "light", "heavy")  # augment.py
 UPSCALE = ("nearest", "bilinear", "bicubic", "lanczos", "area")  # augment.py: interpolation when enlarging
 BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample", "synthetic")  # balance.py
 AMP = ("auto", "bf16", "fp16", "off")  # utils.amp_dtype
+VAL_FRACTION = 0.15  # train.py --val-fraction, data.py split --val and the split data.py eda shows
+NUMBER_BLOCK = 25  # train.py and data.py --block: numbered files in blocks of this many stay together
 WORKERS = min(8, max(0, (os.cpu_count() or 1) - 1))  # loader processes: the main process keeps a core for the model
 
 

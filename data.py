@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from choices import NUMBER_BLOCK, VAL_FRACTION
 from utils import UserError, append_csv, pyplot, read_csv, run_cli
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -458,7 +459,7 @@ class Grouping:
     refused: int
 
 
-def duplicate_groups(split, block=25, max_share=0.15):
+def duplicate_groups(split, block=NUMBER_BLOCK, max_share=VAL_FRACTION):
     """Group images so that near-duplicates of one class share a group, and no group grows beyond
     max_share of its class (at least 1 image), so any class can be split whole groups at a time.
 
@@ -745,9 +746,9 @@ def eda(data_dir, out_dir, examples=True):
     if cross:
         lines.append("- Some test images nearly match training images: expect test accuracy above a clean "
                      "hold-out's on those.")
-    _, _, split_rows = train_val_split(ds, 0.15, 25, 0)
-    lines += ["", "## The validation split train.py makes (its defaults: 15% of each class, near-duplicates "
-              "grouped, seed 0)", "", "| class | images | train | validation | share |", "|---|---|---|---|---|"]
+    _, _, split_rows = train_val_split(ds, VAL_FRACTION, NUMBER_BLOCK, 0)
+    lines += ["", f"## The validation split train.py makes (its defaults: {VAL_FRACTION:.0%} of each class, "
+              "near-duplicates grouped, seed 0)", "", "| class | images | train | validation | share |", "|---|---|---|---|---|"]
     lines += [f"| {r['class']} | {r['images']} | {r['train']} | {r['held_out']} | {r['share']:.1%} |" for r in split_rows]
     lines += ["", "![class balance](class_balance.png)", "", "![sizes](sizes.png)"]
     if examples:
@@ -768,10 +769,10 @@ def main():
     p = sub.add_parser("split", help="write a fixed stratified train/val/test split as folders")
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     p.add_argument("--out", required=True, help="new folder for the split")
-    p.add_argument("--val", type=float, default=0.15)
+    p.add_argument("--val", type=float, default=VAL_FRACTION)
     p.add_argument("--test", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--block", type=int, default=25,
+    p.add_argument("--block", type=int, default=NUMBER_BLOCK,
                    help="group files numbered in blocks of this many consecutive numbers (0: off)")
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data)

@@ -43,7 +43,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from balance import draw_weights
 from data import load_rgb, read_dataset, resolve_data_dir, take_fraction, train_val_split
 from models import build_model
-from choices import AMP
+from choices import AMP, NUMBER_BLOCK, VAL_FRACTION
 from utils import (UserError, amp_dtype, append_csv, environment, latest_run, load_checkpoint, new_run_dir, pick_device,
                    pyplot, read_csv, run_cli, save_checkpoint, save_epoch_figure, seed_everything, write_json)
 
@@ -305,10 +305,10 @@ def parse_train_args(argv):
     p.add_argument("--fd-every", type=int, default=20, help="FD every N epochs, also after 1, 2 and the last (0: never)")
     p.add_argument("--fd-images", type=int, default=500, help="real (and as many generated) images for the FD")
     p.add_argument("--grid-cols", type=int, default=10, help="samples per class in the grids")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="held out of train/ as train.py does")
+    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="held out of train/ as train.py does")
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="the images of train.py --train-fraction F --split-seed SEED (SEED: this --seed)")
-    p.add_argument("--block", type=int, default=25, help="as train.py: keeps numbered neighbours on one side")
+    p.add_argument("--block", type=int, default=NUMBER_BLOCK, help="as train.py: keeps numbered neighbours on one side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--amp", default="auto", choices=AMP, help="as train.py")

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from choices import NUMBER_BLOCK
 from data import holdout_split, load_rgb, read_dataset, resolve_data_dir
 from utils import UserError, load_checkpoint, new_run_dir, pick_device, run_cli, seed_everything, write_json
 
@@ -100,7 +101,7 @@ def train_espcn(argv):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam, cosine-annealed to zero")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of training images kept out for PSNR")
-    p.add_argument("--block", type=int, default=25, help="as train.py: numbered files in blocks of N held out together")
+    p.add_argument("--block", type=int, default=NUMBER_BLOCK, help="as train.py: numbered files in blocks of N held out together")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--name", help="run folder runs/sr-NAME (default: DATA-xSCALE)")

@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from choices import AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, UPSCALE, WORKERS, HelpFormatter, arch
+from choices import (AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, NUMBER_BLOCK, UPSCALE, VAL_FRACTION, WORKERS,
+                     HelpFormatter, arch)
 
 # What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
@@ -53,10 +54,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
-    g.add_argument("--val-fraction", type=float, default=0.15,
+    g.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                    help="held out of train/ when there is no val/; 0: train on all of it (a final fit, with the "
                         "epochs cross-validation chose) and keep the last epoch")
-    g.add_argument("--block", type=int, default=25, help="numbered files in blocks of N stay on one side of the split")
+    g.add_argument("--block", type=int, default=NUMBER_BLOCK, help="numbered files in blocks of N stay on one side of the split")
     g.add_argument("--split-seed", type=int, help="seed of the validation split and of --train-fraction (default: "
                                                   "--seed); fix it to train every seed on the same images")
     g.add_argument("--train-fraction", type=float, default=1.0,
