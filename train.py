@@ -167,7 +167,7 @@ from tqdm import tqdm
 from augment import build_transform, input_size
 from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weights, make_sampler,
                      training_images)
-from data import (ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
+from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
                   train_val_split)
 from models import build_model, load_run
 from utils import (UserError, amp_dtype, append_csv, check_writable, environment, from_rank_zero, init_distributed,
@@ -341,11 +341,10 @@ def train_one_epoch(run, criterion, epoch):
         param.requires_grad_(not head_only)
     epoch_seed = args.seed * 10_000 + epoch  # order, augmentation, dropout and mixing depend on seed and epoch only
     torch.manual_seed(epoch_seed)
-    loader = make_loader(run.train_set, args.batch_size, args.workers, run.device, shuffle=True,
-                         sampler=epoch_order(run, epoch_seed), seed=epoch_seed)
+    run.train_order.set_epoch(epoch_order(run, epoch_seed), epoch_seed)
     totals = torch.zeros(3, device=run.device)  # loss sum, correct, images
     run.optimizer.zero_grad(set_to_none=True)
-    for i, (images, targets) in enumerate(tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
+    for i, (images, targets) in enumerate(tqdm(run.train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                                                disable=None if run.rank == 0 else True)):
         images = images.to(run.device, non_blocking=True, memory_format=torch.channels_last)
         targets = targets.to(run.device, non_blocking=True)
@@ -448,6 +447,8 @@ class Run:
     mean: tuple
     std: tuple
     train_set: ImageDataset
+    train_order: EpochOrder  # set before each epoch; the loader and its workers live as long as the run
+    train_loader: torch.utils.data.DataLoader
     train_targets: np.ndarray
     val: object
     val_loader: object
@@ -632,6 +633,9 @@ def prepare(args):
     per_process = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set) // world
     batches = per_process // args.batch_size if per_process > args.batch_size else 1
     optimizer, scheduler = make_optimizer(args, model, max(1, batches // args.accum))
+    train_order = EpochOrder()
+    train_loader = make_loader(train_set, args.batch_size, args.workers, device, train_order,
+                               drop_last=per_process > args.batch_size)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None
     mix = {"none": None, "mixup": v2.MixUp, "cutmix": v2.CutMix}[args.mix]
@@ -658,7 +662,7 @@ def prepare(args):
         if rank == 0:
             repair_log(run_dir / "log.csv", resumed["metrics"])
     return Run(args, run_dir, device, dtype, rank, world, classes, counts, model, net, mean, std, train_set,
-               train_targets, val, val_loader, hard_weights, optimizer, scheduler, scaler, ema, mix, class_weights,
+               train_order, train_loader, train_targets, val, val_loader, hard_weights, optimizer, scheduler, scaler, ema, mix, class_weights,
                stopper, start_epoch, focal_since, run_lock)
 
 

@@ -46,6 +46,15 @@ def make_competition(root, per_class=16, test_images=9, seed=0):
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fingerprint_cache(tmp_path_factory):
+    """In-process scans keep their fingerprint caches out of the project's .cache/."""
+    import data
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data, "FINGERPRINT_CACHE", tmp_path_factory.mktemp("fingerprints"))
+        yield
+
+
 @pytest.fixture
 def competition(tmp_path):
     return make_competition(tmp_path / "comp")

@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import data
@@ -155,6 +156,51 @@ def test_augmentation_draws_are_independent_and_reproducible():
 
     assert set(corners(1)) == {(0, 0), (0, 7), (7, 0), (7, 7)}
     assert corners(1) == corners(1) != corners(2)
+
+
+def test_fingerprints_are_read_once_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    """A second start reads no image (the cache answers); a file rewritten since is read again, and a
+    file that became unreadable is still skipped with a warning."""
+    for name, shade in (("a", 0), ("b", 90), ("c", 200)):
+        Image.fromarray(np.full((40, 40, 3), shade, np.uint8)).save(tmp_path / f"{name}.png")
+    paths = sorted(tmp_path.glob("*.png"))
+    first = data.scan_images(paths, tmp_path)
+    read = []
+    fingerprint = data.image_fingerprint
+    monkeypatch.setattr(data, "image_fingerprint", lambda p: read.append(p.name) or fingerprint(p))
+    second = data.scan_images(paths, tmp_path)
+    assert read == [] and second[0] == first[0] and np.array_equal(second[2], first[2])
+    noise = np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "b.png")
+    (tmp_path / "c.png").write_bytes(b"not an image any more")
+    with pytest.warns(UserWarning, match="c.png"):
+        kept, sizes, hashes = data.scan_images(paths, tmp_path)
+    assert read == ["b.png", "c.png"] and kept == [0, 1] and sizes[1].tolist() == [48, 40]
+    assert hashes[1] != first[2][1]
+
+
+def test_epoch_order_makes_augmentation_independent_of_workers_and_epochs_before():
+    """Persistent loader workers keep their state from epoch to epoch; the augmentations of an epoch must
+    still depend on its seed alone (exact --resume): the same with 0 or 2 workers, the same when an
+    epoch is replayed after another one, and two draws of one repeated image differ."""
+    from augment import build_transform
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (12, 12, 3), dtype=np.uint8) for _ in range(6)]
+    dataset = data.ImageDataset([None] * 6, list(range(6)), build_transform("heavy", 8, (0, 0, 0), (1, 1, 1)))
+    dataset.cache = images
+    order = data.EpochOrder()
+
+    def epoch(loader, seed):
+        order.set_epoch([0, 1, 2, 3, 4, 5, 0, 0], seed)
+        return torch.cat([x for x, _ in loader])
+
+    cpu = torch.device("cpu")
+    inline, workers = data.make_loader(dataset, 4, 0, cpu, order), data.make_loader(dataset, 4, 2, cpu, order)
+    first = epoch(inline, 7)
+    assert torch.equal(first, epoch(workers, 7))
+    assert not torch.equal(first, epoch(workers, 8))
+    assert torch.equal(first, epoch(workers, 7))  # replayed after another epoch, by the same live workers
+    assert not torch.equal(first[0], first[6]) and not torch.equal(first[6], first[7])
 
 
 def test_light_flips_horizontally_only_unless_asked():
