@@ -33,6 +33,7 @@ from utils import read_csv  # noqa: E402
 
 def timed(command, env=None, cwd=ROOT):
     started = time.time()
+    command = [str(part) for part in command]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"error: {' '.join(map(str, command))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
