@@ -8,6 +8,10 @@ train.py runs as a user runs it (its own process), for --epochs epochs; its stea
 
     python bench/ceiling.py --data ../shared/data/vehicles6                       # both default models
     python bench/ceiling.py --data ../shared/data/vehicles6 --configs lite0-128
+    python bench/ceiling.py --data ../shared/data/trashnet6 --configs smallcnn-64-workers0,smallcnn-64-compile
+
+Configurations ending in -workers0 or -compile add that option to train.py; the ceiling stays the plain
+model's, so their ratio shows what the option gains or loses.
 
 Writes reports/ceiling.md (one row per configuration and --label: train.py epoch, ceiling epoch,
 ratio); rows accumulate in reports/ceiling.json.
@@ -29,7 +33,10 @@ from utils import amp_dtype  # noqa: E402
 
 CONFIGS = {"smallcnn-64": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64"],
            "lite0-128": ["--pretrained", "--aug", "heavy", "--img-size", "128"],
-           "lite0-default": ["--pretrained", "--aug", "heavy"]}
+           "lite0-default": ["--pretrained", "--aug", "heavy"],
+           "smallcnn-64-workers0": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--workers", "0"],
+           "lite0-128-workers0": ["--pretrained", "--aug", "heavy", "--img-size", "128", "--workers", "0"],
+           "smallcnn-64-compile": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--compile"]}
 
 
 def train_epoch_seconds(data, args, epochs, name):
