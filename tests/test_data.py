@@ -150,7 +150,7 @@ def test_augmentation_draws_are_independent_and_reproducible():
     dataset = data.ImageDataset([None], [0], build_transform("light", 8, (0, 0, 0), (1, 1, 1), vflip=True))
 
     def corners(seed):
-        dataset.reseed(seed)
+        data.reseed(dataset.transforms["train"], seed)
         out = [dataset.transforms["train"](image=image)["image"] for _ in range(64)]
         return [tuple(int(i) for i in np.unravel_index(int(o[0].argmax()), (8, 8))) for o in out]
 
