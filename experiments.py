@@ -14,8 +14,9 @@ what the rows need, shown in the report], "cpu": [train.py args], "full": [args 
 views, "predict": [predict.py args], "findings": [paragraphs: what the study found, naming rows
 rather than repeating the table's numbers], "rows": {label: [args] or {"args", "note", "fallback",
 "predict", "reuse"}}}): a run gets --data DIR, the grid's args, then the row's, which
-override them (--data too); predict.py gets the grid's and the row's "predict" args (e.g. --data of
-another folder to score on, --logit-adjust). A row that fails with a one-line error (weights that
+override them (--data too; {seed} in a row's args becomes the run's seed: --init runs/GRID/base-s{seed}
+fine-tunes each seed's own run of an earlier row); predict.py gets the grid's and the row's "predict"
+args (e.g. --data of another folder to score on, --logit-adjust). A row that fails with a one-line error (weights that
 cannot download, data not made yet) is reported, and its fallback runs. A row with "reuse": LABEL
 trains nothing: it predicts, with its own predict args, from a copy of row LABEL's trained runs.
 Optional "baseline" and "reference" (row labels) add a column: the share of the macro-F1 gap
@@ -175,8 +176,8 @@ class Plan:
     def runs(self, label, args):
         """(train.py argv, run folder) of every seed of a row."""
         names = [f"{self.tag}/{label}-s{seed}" for seed in self.seeds]  # train.py --name is under runs/
-        return [(["--data", self.data, *self.settings, *args, "--seed", str(seed), "--name", name], RUNS_DIR / name)
-                for seed, name in zip(self.seeds, names)]
+        return [(["--data", self.data, *self.settings, *[a.replace("{seed}", str(seed)) for a in args],
+                  "--seed", str(seed), "--name", name], RUNS_DIR / name) for seed, name in zip(self.seeds, names)]
 
 
 def finished(run_dir):

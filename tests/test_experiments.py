@@ -177,3 +177,15 @@ def test_jobs_run_seeds_side_by_side_and_fall_back_the_same(grid_work):
     work, data = grid_work
     report = run_grid(work, data, "--seeds", "2", "--jobs", "2")
     assert "| plain | 2/2 |" in report and "| missing (fallback) | 2/2 |" in report and "data folder not found" in report
+
+
+def test_seed_in_a_rows_args_fine_tunes_each_seeds_own_run(tmp_path, competition, monkeypatch):
+    """--init runs/tiny/base-s{seed}: seed 1's fine-tune starts from seed 1's base run, not seed 0's."""
+    monkeypatch.chdir(tmp_path)
+    write_grids(tmp_path / "grids.json", {"base": ["--arch", "smallcnn"],
+                                          "tuned": ["--init", "runs/tiny/base-s{seed}", "--lr", "0.001"]})
+    report = run_grid(tmp_path, competition, "--seeds", "2")
+    assert "| tuned | 2/2 |" in report
+    for seed in (0, 1):
+        config = json.loads((tmp_path / "runs" / "tiny" / f"tuned-s{seed}" / "config.json").read_text())
+        assert config["args"]["init"] == f"runs/tiny/base-s{seed}"
