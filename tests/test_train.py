@@ -52,6 +52,21 @@ def test_every_schedule_warms_up_then_follows_its_shape():
     assert restored(50) == plateau(50)
 
 
+def test_early_stopping_waits_until_the_learning_rate_has_annealed():
+    """A stalled metric ends a run only once the learning rate is down to a tenth of its peak."""
+    model = torch.nn.Linear(2, 2)
+    for kind, first_allowed in (("onecycle", 9), ("cosine", 9), ("step", 6)):  # 10 epochs of 10 steps, 1 warmup
+        args = train.parse_args(["--schedule", kind, "--epochs", "10", "--warmup-epochs", "1", "--lr", "0.1"])
+        optimizer, scheduler = train.make_optimizer(args, model, steps_per_epoch=10)
+        allowed = []
+        for epoch in range(1, 11):
+            for _ in range(10):
+                optimizer.step()
+                scheduler.step()
+            allowed.append(train.annealed(optimizer))
+        assert allowed == [False] * (first_allowed - 1) + [True] * (11 - first_allowed), kind
+
+
 def test_focal_switches_on_when_the_metric_stalls(tmp_path, competition, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # a learning rate of zero never improves: stalled for 2 epochs after epoch 3, focal from epoch 4
