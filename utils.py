@@ -254,7 +254,8 @@ def pyplot():
 
 
 def plot_curves(rows, out_path):
-    """Loss, accuracy and learning rate per epoch from log.csv rows."""
+    """Loss, accuracy and learning rate per epoch from log.csv rows, with a dashed line on every panel
+    where the loss function changed (CE to focal)."""
     plt = pyplot()
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -262,6 +263,11 @@ def plot_curves(rows, out_path):
         for key in (k for k in keys if k in rows[0]):  # no val_* columns without validation images
             ax.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
     axes[2].plot(epochs, [float(r["lr"]) for r in rows], marker="o", label="lr (end of epoch)")
+    for before, row in zip(rows, rows[1:]):
+        if row.get("loss_fn") != before.get("loss_fn"):
+            for ax in axes:  # halfway between the last epoch of one loss and the first of the next
+                ax.axvline(int(row["epoch"]) - 0.5, color="gray", linestyle="--",
+                           label=f"{before['loss_fn']} -> {row['loss_fn']}")
     for ax, title in zip(axes, ("loss", "accuracy / macro-F1", "learning rate")):
         ax.set_title(title)
     save_epoch_figure(fig, axes, out_path)
