@@ -16,9 +16,10 @@ rather than repeating the table's numbers], "rows": {label: [args] or {"args", "
 "predict", "reuse"}}}): a run gets --data DIR, the grid's args, then the row's, which
 override them (--data too; {seed} in a row's args becomes the run's seed: --init runs/GRID/base-s{seed}
 fine-tunes each seed's own run of an earlier row); predict.py gets the grid's and the row's "predict"
-args (e.g. --data of another folder to score on, --logit-adjust). A row that fails with a one-line error (weights that
-cannot download, data not made yet) is reported, and its fallback runs. A row with "reuse": LABEL
-trains nothing: it predicts, with its own predict args, from a copy of row LABEL's trained runs.
+args (e.g. --data of another folder to score on, --logit-adjust). A row that fails with a one-line
+error (weights that cannot download, data not made yet) is reported, and its fallback runs. A row
+with "reuse": LABEL trains nothing: it predicts, with its own predict args, from a copy of row
+LABEL's trained runs.
 Optional "baseline" and "reference" (row labels) add a column: the share of the macro-F1 gap
 between them that each row closes.
 
