@@ -189,3 +189,14 @@ def test_seed_in_a_rows_args_fine_tunes_each_seeds_own_run(tmp_path, competition
     for seed in (0, 1):
         config = json.loads((tmp_path / "runs" / "tiny" / f"tuned-s{seed}" / "config.json").read_text())
         assert config["args"]["init"] == f"runs/tiny/base-s{seed}"
+
+
+def test_settings_derived_from_the_data_do_not_count_as_changed(tmp_path, competition, monkeypatch):
+    """A grid that leaves input size and batch to train.py runs again over its finished runs, retraining none."""
+    monkeypatch.chdir(tmp_path)
+    write_grids(tmp_path / "grids.json", {"plain": ["--arch", "smallcnn"]}, ["--epochs", "1", "--block", "4"])
+    run_grid(tmp_path, competition, "--seeds", "1")
+    best = tmp_path / "runs" / "tiny" / "plain-s0" / "best.pt"
+    trained = best.stat().st_mtime_ns
+    assert "| plain | 1/1 |" in run_grid(tmp_path, competition, "--seeds", "1")
+    assert best.stat().st_mtime_ns == trained
