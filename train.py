@@ -221,8 +221,8 @@ def main(argv=None):
 def annealed(optimizer):
     """Whether the learning rate is down to a tenth of its peak. Early stopping waits for it: at a high
     learning rate the validation metric is noisy and the best epochs come with the anneal (two of three
-    cosine runs on vehicles6-lt, monitored on macro-F1, stopped at epochs 13 and 14 of 20 and scored
-    13 test points below the third, which went on)."""
+    cosine runs on vehicles6-lt, monitored on macro-F1, stopped at epochs 13 and 14 of 20 with test
+    accuracy 0.69 and 0.68; run to the end, 0.81 and 0.85: reports/schedules.md)."""
     group = optimizer.param_groups[0]
     return group["lr"] <= 0.1 * group["initial_lr"]
 
