@@ -12,7 +12,9 @@ Vertical flips only with --vflip (aerial or microscope images; a car or a digit 
 another picture). Test-time views follow training: flipped views only where training flipped.
 
 Images are resized to the model's input size with --upscale (small images are upscaled for
-pretrained backbones) and normalised with the backbone's own mean/std.
+pretrained backbones). Pipelines end in uint8 tensors: the loader hands bytes over (a quarter of
+float32's), and normalise() turns each batch into the model's input on the device, with the
+backbone's own mean/std.
 
 Usage:
     python augment.py --data ../shared/data/vehicles6 --aug heavy      # reports/augment_heavy.png
@@ -50,10 +52,8 @@ def augmentations(aug, size, upscale="bicubic", vflip=False):
     if aug not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {aug!r}: choose from {', '.join(AUGMENTATIONS)}")
     interpolation = INTERPOLATION[upscale]
-    # --upscale applies when enlarging; shrinking always averages pixels (INTER_AREA), since other
-    # kernels alias and the model then learns the aliasing
     if aug != "heavy":
-        ops = [A.Resize(size, size, interpolation=interpolation, area_for_downscale="image")]
+        ops = [resize(size, upscale)]
     else:
         # the crop does the resize, so the image is interpolated once
         ops = [A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0), ratio=(0.75, 4 / 3),
@@ -70,9 +70,43 @@ def augmentations(aug, size, upscale="bicubic", vflip=False):
     return ops
 
 
-def build_transform(aug, size, mean, std, upscale="bicubic", vflip=False):
-    """Image array -> normalised CHW float tensor."""
-    return A.Compose(augmentations(aug, size, upscale, vflip) + [A.Normalize(mean=mean, std=std), ToTensorV2()])
+def resize(size, upscale="bicubic"):
+    """The resize to size x size that every pipeline but heavy starts with. --upscale applies when
+    enlarging; shrinking always averages pixels (INTER_AREA), since other kernels alias and the model
+    then learns the aliasing."""
+    return A.Resize(size, size, interpolation=INTERPOLATION[upscale], area_for_downscale="image")
+
+
+def cache_form(augs, size, upscale="bicubic"):
+    """What ImageDataset.fill_cache keeps of each decoded image for pipelines `augs`: the image already
+    resized to the input size when none of them crops (their first op, the same resize, then has
+    nothing to do each epoch), else the image shrunk to a short side of twice the input size, so
+    that a random crop of half the area still has every pixel it needs."""
+    if "heavy" not in augs:
+        fixed = resize(size, upscale)
+        return lambda image: fixed(image=image)["image"]
+
+    def shrink(image):
+        scale = 2 * size / min(image.shape[:2])
+        if scale >= 1:
+            return image
+        return cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return shrink
+
+
+def build_transform(aug, size, upscale="bicubic", vflip=False):
+    """Image array -> CHW uint8 tensor of size x size (normalise() makes it the model's input)."""
+    return A.Compose(augmentations(aug, size, upscale, vflip) + [ToTensorV2()])
+
+
+def normalise(images, mean, std):
+    """A batch of uint8 images, (..., C, H, W) on any device -> float32 (pixel / 255 - mean) / std per
+    channel, as the model expects. Once per batch on the device instead of once per image in a loader
+    worker, whose CPU time goes to augmenting (bench/ceiling.py)."""
+    mean = torch.tensor(mean, device=images.device).view(-1, 1, 1) * 255
+    std = torch.tensor(std, device=images.device).view(-1, 1, 1) * 255
+    return (images.float() - mean) / std
 
 
 # ---------------------------------------------------------------- test-time augmentation
@@ -107,13 +141,14 @@ def tta_views(aug, vflip=False):
 
 
 @torch.no_grad()
-def view_probs(model, views, logit_shift=None):
-    """Softmax of every view of a batch: (batch, views, C, H, W) in, (views, batch, classes) out,
+def view_probs(model, views, mean, std, logit_shift=None):
+    """Softmax of every view of a uint8 batch: (batch, views, C, H, W) in, normalised with mean and std,
+    (views, batch, classes) out,
     plus the plain view's pooled features (batch, D) for error analysis. All views go through the
     model in one call; index 0 is the plain prediction, the mean over axis 0 the TTA one.
     logit_shift (classes,) is subtracted from the logits first (post-hoc logit adjustment)."""
     batch, n_views = views.shape[:2]
-    features = model.embed(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+    features = model.embed(normalise(views.flatten(0, 1), mean, std).contiguous(memory_format=torch.channels_last))
     logits = model.head(features).float()
     if logit_shift is not None:
         logits = logits - logit_shift.to(logits.device)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from augment import normalise
 from data import ImageDataset, make_loader, read_folder
 from utils import UserError, append_csv, read_csv
 
@@ -222,14 +223,15 @@ def training_images(train, classes, args, test=None):
 
 
 @torch.no_grad()
-def image_losses(model, dataset, batch_size, workers, device, dtype):
-    """Cross-entropy of every image of a dataset (in order) under a model."""
+def image_losses(model, dataset, batch_size, workers, device, dtype, mean, std):
+    """Cross-entropy of every image of a dataset (in order) under a model whose input is normalised with
+    mean and std."""
     model.eval()
     losses = []
     for images, targets in tqdm(make_loader(dataset, batch_size, workers, device), desc="losses", leave=False,
                                 disable=None):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(images.to(device, memory_format=torch.channels_last)).float()
+            logits = model(normalise(images.to(device, memory_format=torch.channels_last), mean, std)).float()
         losses.append(F.cross_entropy(logits, targets.to(device), reduction="none").cpu())
     return torch.cat(losses).numpy()
 
@@ -237,7 +239,7 @@ def image_losses(model, dataset, batch_size, workers, device, dtype):
 def find_hard_examples(model, train_set, classes, run_dir, args, loader_args, eval_transform):
     """Drawing weights that favour the --hard-fraction of training images with the highest loss,
     listed in hard_examples.csv. `args` is a BalanceOptions; loader_args (batch size, workers,
-    device, dtype) as image_losses takes them."""
+    device, dtype, mean, std) as image_losses takes them."""
     plain = ImageDataset(train_set.paths, train_set.targets, eval_transform)
     losses = image_losses(model, plain, *loader_args)
     weights, hardest = hard_example_weights(losses, args.hard_fraction, args.hard_factor)

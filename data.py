@@ -29,13 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from choices import NUMBER_BLOCK, VAL_FRACTION
-from utils import UserError, append_csv, pyplot, read_csv, run_cli
+from utils import UserError, append_csv, pyplot, run_cli
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_data" / "digits"
@@ -383,7 +382,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """Images through an albumentations transform; targets are class indices (-1 when unlabeled).
     `transform` may be a dict of named pipelines, with `pipeline[i]` naming image i's (per-class
     augmentation, synthetic images). With `views` (test-time augmentation), an item is the stack
-    of every view, each transformed. fill_cache() keeps every image decoded in memory."""
+    of every view, each transformed. fill_cache() keeps every image decoded in memory. Items are
+    uint8 tensors (augment.normalise makes them the model's input)."""
 
     def __init__(self, paths, targets, transform, views=None, pipeline=None):
         self.paths, self.targets, self.views = list(paths), list(targets), views
@@ -406,18 +406,13 @@ class ImageDataset(torch.utils.data.Dataset):
         stack = [transform(image=np.ascontiguousarray(view(image)))["image"] for view in self.views]
         return torch.stack(stack), self.targets[i]
 
-    def fill_cache(self, side, max_bytes=4 * 2**30):
-        """Decode every image once, shrunk (by area) so that its short side is at most `side` px, and keep
-        it in memory: later epochs only augment. Loader workers, forked once, share it. Pass twice
-        the input size, so that a random crop of half the area still has every pixel it needs. Skipped,
-        with a note, when the images would take more than max_bytes."""
+    def fill_cache(self, prepare, max_bytes=4 * 2**30):
+        """Decode every image once, pass it through `prepare` (augment.cache_form: resized to the input
+        size, or shrunk to twice it for random crops) and keep it in memory: later epochs only augment.
+        Loader workers, forked once, share it. Skipped, with a note, when the images would take more
+        than max_bytes."""
         def load(path):
-            image = load_rgb(path)
-            scale = side / min(image.shape[:2])
-            if scale < 1:
-                size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            return image
+            return prepare(load_rgb(path))
         with ThreadPoolExecutor(os.cpu_count()) as pool:  # decoding releases the GIL
             cache, total = [], 0
             for image in pool.map(load, self.paths):

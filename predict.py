@@ -81,7 +81,7 @@ def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, des
     """Softmax of every view of every image, (views, images, classes), and the plain view's pooled
     features (images, D)."""
     settings = ckpt["args"]
-    transform = build_transform("none", settings["img_size"], ckpt["mean"], ckpt["std"], settings["upscale"])
+    transform = build_transform("none", settings["img_size"], settings["upscale"])
     view_fns = [fn for _, fn in views]
     loader = make_loader(ImageDataset(paths, [-1] * len(paths), transform, view_fns), args.batch_size, args.workers,
                          device)
@@ -89,7 +89,8 @@ def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, des
     probs, embeddings = [], []
     for images, _ in tqdm(loader, desc=desc, disable=None):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            batch_probs, batch_embeddings = view_probs(model, images.to(device, non_blocking=True), logit_shift)
+            batch_probs, batch_embeddings = view_probs(model, images.to(device, non_blocking=True), ckpt["mean"],
+                                                       ckpt["std"], logit_shift)
         probs.append(batch_probs.cpu())
         embeddings.append(batch_embeddings.cpu())
     return torch.cat(probs, dim=1), torch.cat(embeddings)
@@ -255,8 +256,6 @@ def main(argv=None):
     ds = read_dataset(resolve_data_dir(args.data or ckpt["args"].get("data")))
     classes = ds["classes"]
     split, plain_probs, mean_probs, embeddings, views, val_parts = predict_members(args, members, ds, device)
-    plain = [classes[i] for i in plain_probs.argmax(1)]
-    tta = [classes[i] for i in mean_probs.argmax(1)]
 
     out_dir = Path(args.out) if args.out else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)

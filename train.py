@@ -165,7 +165,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from augment import build_transform, input_size
+from augment import build_transform, cache_form, input_size, normalise
 from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weights, make_sampler,
                      training_images)
 from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
@@ -187,7 +187,7 @@ def main(argv=None):
             if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
                 print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
             train_loss, train_acc = train_one_epoch(run, criterion, epoch)
-            metrics = evaluate(run.eval_model, run.val_loader, run.device, run.dtype)[0] if run.val.paths else {}
+            metrics = evaluate(run, run.eval_model)[0] if run.val.paths else {}
             is_best = run.stopper.update(metrics)
             on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
             row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
@@ -357,7 +357,8 @@ def train_one_epoch(run, criterion, epoch):
     run.optimizer.zero_grad(set_to_none=True)
     for i, (images, targets) in enumerate(tqdm(run.train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                                                disable=None if run.rank == 0 else True)):
-        images = images.to(run.device, non_blocking=True, memory_format=torch.channels_last)
+        images = normalise(images.to(run.device, non_blocking=True, memory_format=torch.channels_last), run.mean,
+                           run.std)
         targets = targets.to(run.device, non_blocking=True)
         if run.mix is not None:  # targets become class probabilities
             images, targets = run.mix(images, targets)
@@ -393,13 +394,14 @@ def epoch_order(run, epoch_seed):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, dtype):
-    """Mean cross-entropy, accuracy and macro-F1 on a labeled loader, and the softmax of every image."""
+def evaluate(run, model):
+    """Mean cross-entropy, accuracy and macro-F1 of model on the run's validation images, and the softmax
+    of every image."""
     model.eval()
-    logits, labels = [], []
-    for images, targets in loader:
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+    logits, labels, device = [], [], run.device
+    for images, targets in run.val_loader:
+        images = normalise(images.to(device, non_blocking=True, memory_format=torch.channels_last), run.mean, run.std)
+        with torch.autocast(device.type, dtype=run.dtype, enabled=run.dtype is not None):
             logits.append(model(images).float().cpu())
         labels.append(targets)
     logits, labels = torch.cat(logits), torch.cat(labels)
@@ -625,13 +627,13 @@ def prepare(args):
               f"{torch.get_num_threads()} threads, {args.workers} loader workers; run folder {run_dir}")
     model, mean, std, net = build_network(args, classes, init_model, init is not None and init["classes"] == classes,
                                           device, world)
-    eval_transform = build_transform("none", args.img_size, mean, std, args.upscale)
-    pipelines = {name: build_transform(aug, args.img_size, mean, std, args.upscale, args.vflip) for name, aug in
-                 (("train", args.aug), ("heavy", "heavy"), ("synthetic", args.synthetic_aug), ("pseudo", args.aug))}
+    eval_transform = build_transform("none", args.img_size, args.upscale)
+    augs = {"train": args.aug, "heavy": "heavy", "synthetic": args.synthetic_aug, "pseudo": args.aug}
+    pipelines = {name: build_transform(aug, args.img_size, args.upscale, args.vflip) for name, aug in augs.items()}
     train_set = ImageDataset(train_paths, train_targets, pipelines, pipeline=pipeline)
     val_set = ImageDataset(val.paths, [classes.index(c) for c in val.labels], eval_transform)
-    for dataset in (train_set, val_set):  # decode once, not every epoch
-        dataset.fill_cache(2 * args.img_size)
+    for dataset, used in ((train_set, {augs[name] for name in pipeline}), (val_set, {"none"})):
+        dataset.fill_cache(cache_form(used, args.img_size, args.upscale))  # decode once, not every epoch
     val_loader = make_loader(val_set, args.batch_size * 2, args.workers, device)
 
     hard_weights = None
@@ -640,7 +642,7 @@ def prepare(args):
             raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
         hard_weights = np.asarray(resumed["hard_weights"]) if resumed is not None else find_hard_examples(
             model, train_set, classes, run_dir if rank == 0 else None, balance,
-            (args.batch_size * 2, args.workers, device, dtype), eval_transform)
+            (args.batch_size * 2, args.workers, device, dtype, mean, std), eval_transform)
     per_process = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set) // world
     batches = per_process // args.batch_size if per_process > args.batch_size else 1
     optimizer, scheduler = make_optimizer(args, model, max(1, batches // args.accum))
@@ -697,7 +699,7 @@ def finish_fold(run):
     """The fold's out-of-fold predictions (its best model on its held-out fold), then, once every fold
     of the parent folder has them, the parent's oof_predictions.csv and cv.json (the CV score)."""
     model, _ = load_run(run.run_dir, run.device)
-    _, probs = evaluate(model, run.val_loader, run.device, run.dtype)
+    _, probs = evaluate(run, model)
     write_csv(run.run_dir / "oof.csv", [{"file": path, "label": label, "fold": run.args.fold,
                                          **dict(zip(run.classes, p))}
                                         for path, label, p in zip(run.val.paths, run.val.labels, probs.tolist())])

@@ -21,12 +21,12 @@ from augment import build_transform  # noqa: E402
 from data import load_rgb, read_dataset  # noqa: E402
 
 
-def torchvision_heavy(size, mean, std):
-    """augment.py's heavy pipeline, op for op, in torchvision.transforms.v2."""
+def torchvision_heavy(size):
+    """augment.py's heavy pipeline, op for op, in torchvision.transforms.v2 (uint8 out, as the project's:
+    both normalise on the device)."""
     return v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), ratio=(0.75, 4 / 3), antialias=True),
                        v2.RandomApply([v2.ColorJitter(0.3, 0.3, 0.3, 0.05)], p=0.8),
-                       v2.RandomApply([v2.RandomRotation(10)], p=0.3), v2.RandomHorizontalFlip(),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+                       v2.RandomApply([v2.RandomRotation(10)], p=0.3), v2.RandomHorizontalFlip()])
 
 
 class Images(torch.utils.data.Dataset):
@@ -58,9 +58,8 @@ def main():
     p.add_argument("--images", type=int, default=600)
     args = p.parse_args()
     paths = read_dataset(args.data)["train"].paths[:args.images]
-    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    pipelines = {"albumentations": build_transform("heavy", args.size, mean, std),
-                 "torchvision v2": torchvision_heavy(args.size, mean, std)}
+    pipelines = {"albumentations": build_transform("heavy", args.size),
+                 "torchvision v2": torchvision_heavy(args.size)}
     rows = []
     for workers in (0, 1):
         speed = {name: images_per_second(Images(paths, transform, name), workers)

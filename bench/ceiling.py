@@ -36,7 +36,8 @@ CONFIGS = {"smallcnn-64": ["--arch", "smallcnn", "--aug", "light", "--img-size",
            "lite0-default": ["--pretrained", "--aug", "heavy"],
            "smallcnn-64-workers0": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--workers", "0"],
            "lite0-128-workers0": ["--pretrained", "--aug", "heavy", "--img-size", "128", "--workers", "0"],
-           "smallcnn-64-compile": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--compile"]}
+           "smallcnn-64-compile": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--compile"],
+           "lite0-128-compile": ["--pretrained", "--aug", "heavy", "--img-size", "128", "--compile"]}
 
 
 def train_epoch_seconds(data, args, epochs, name):

@@ -147,7 +147,7 @@ def test_augmentation_draws_are_independent_and_reproducible():
     from augment import build_transform
     image = np.zeros((8, 8, 3), np.uint8)
     image[0, 0] = 255  # the bright corner tells which flips were applied
-    dataset = data.ImageDataset([None], [0], build_transform("light", 8, (0, 0, 0), (1, 1, 1), vflip=True))
+    dataset = data.ImageDataset([None], [0], build_transform("light", 8, vflip=True))
 
     def corners(seed):
         data.reseed(dataset.transforms["train"], seed)
@@ -186,7 +186,7 @@ def test_epoch_order_makes_augmentation_independent_of_workers_and_epochs_before
     from augment import build_transform
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (12, 12, 3), dtype=np.uint8) for _ in range(6)]
-    dataset = data.ImageDataset([None] * 6, list(range(6)), build_transform("heavy", 8, (0, 0, 0), (1, 1, 1)))
+    dataset = data.ImageDataset([None] * 6, list(range(6)), build_transform("heavy", 8))
     dataset.cache = images
     order = data.EpochOrder()
 
@@ -209,3 +209,36 @@ def test_light_flips_horizontally_only_unless_asked():
     assert "VerticalFlip" not in names(augmentations("light", 32)) | names(augmentations("heavy", 32))
     assert "HorizontalFlip" in names(augmentations("light", 32)) and "VerticalFlip" in names(
         augmentations("light", 32, vflip=True))
+
+
+def test_uint8_batches_normalised_on_the_device_match_albumentations_normalize():
+    """The loader hands over uint8 tensors; augment.normalise must give the model what albumentations'
+    Normalize (and preprocessing.json of an export) describe: (pixel / 255 - mean) / std per channel."""
+    import albumentations as A
+    from augment import build_transform, normalise
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    batch = build_transform("none", 16)(image=image)["image"]
+    assert batch.dtype == torch.uint8 and batch.shape == (3, 16, 16)
+    reference = A.Compose([A.Resize(16, 16, area_for_downscale="image"), A.Normalize(mean=mean, std=std)])
+    expected = torch.from_numpy(reference(image=image)["image"]).permute(2, 0, 1)
+    assert torch.allclose(normalise(batch[None], mean, std)[0], expected, atol=1e-5)
+
+
+def test_cached_images_give_the_pipelines_what_the_files_give():
+    """fill_cache keeps images already at the input size for pipelines that only resize first (their
+    resize then does nothing), and larger ones for random crops: either way an item is what the
+    uncached dataset gives for the same seed, up to rounding."""
+    from augment import build_transform, cache_form
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(3)]
+    assert cache_form({"light"}, 32)(images[0]).shape == (32, 32, 3)
+    assert cache_form({"heavy", "none"}, 32)(images[0]).shape == (64, 85, 3)
+    for aug in ("none", "light"):
+        plain = data.ImageDataset([None] * 3, [0] * 3, build_transform(aug, 32))
+        plain.cache = images  # as decoded from the files, full size
+        cached = data.ImageDataset([None] * 3, [0] * 3, build_transform(aug, 32))
+        cached.cache = [cache_form({aug}, 32)(image) for image in images]
+        for i in range(3):
+            a, b = plain[(7, i)][0].int(), cached[(7, i)][0].int()
+            assert (a - b).abs().max() <= 1
