@@ -2,7 +2,9 @@
 
 The ceiling is the same model, batch size and optimizer doing forward + backward + step on random
 tensors already in memory (no decoding, no augmentation, no loader), for as many steps as train.py's
-epoch takes, plus as many validation forward passes; measured in this process with the same threads.
+epoch takes, plus as many validation forward passes; measured in this process with the same threads, twice
+right after train.py, the faster counting (a shared machine's speed drifts within minutes, and drift
+only slows a run down; a ratio above 1 means it drifted between the two: run it again).
 train.py runs as a user runs it (its own process), for --epochs epochs; its steady state is the mean
 `seconds` of log.csv after the first epoch (which also pays for start-up and the first workers).
 
@@ -99,7 +101,9 @@ def main():
     results = json.loads(store.read_text()) if store.exists() else []
     for name in args.configs.split(","):
         epoch, config, train_images, val_images = train_epoch_seconds(args.data, CONFIGS[name], args.epochs, name)
-        ceiling = ceiling_seconds(config, train_images, val_images)
+        ceiling = min(ceiling_seconds(config, train_images, val_images) for _ in range(2))
+        if ceiling > epoch:
+            print(f"warning: {name}: the ceiling took longer than train.py's epoch: the machine's speed drifted")
         row = {"label": args.label, "config": name, "args": " ".join(CONFIGS[name]),
                "model": f"{config['arch']}, {config['img_size']} px, batch {config['batch_size']}, "
                         f"{config['optimizer']}, {config['workers']} worker(s), AMP {config.get('amp', 'off')}",
