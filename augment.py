@@ -13,7 +13,7 @@ another picture). Test-time views follow training: flipped views only where trai
 
 Images are resized to the model's input size with --upscale (small images are upscaled for
 pretrained backbones). Pipelines end in uint8 tensors: the loader hands bytes over (a quarter of
-float32's), and normalise() turns each batch into the model's input on the device, with the
+float32's), and model_input() turns each batch into the model's input on the device, with the
 backbone's own mean/std.
 
 Usage:
@@ -21,6 +21,7 @@ Usage:
     python augment.py --aug light --img-size 128 --upscale nearest
 """
 import argparse
+import functools
 import os
 from pathlib import Path
 
@@ -96,17 +97,28 @@ def cache_form(augs, size, upscale="bicubic"):
 
 
 def build_transform(aug, size, upscale="bicubic", vflip=False):
-    """Image array -> CHW uint8 tensor of size x size (normalise() makes it the model's input)."""
+    """Image array -> CHW uint8 tensor of size x size (model_input() makes it the model's input)."""
     return A.Compose(augmentations(aug, size, upscale, vflip) + [ToTensorV2()])
 
 
-def normalise(images, mean, std):
-    """A batch of uint8 images, (..., C, H, W) on any device -> float32 (pixel / 255 - mean) / std per
-    channel, as the model expects. Once per batch on the device instead of once per image in a loader
-    worker, whose CPU time goes to augmenting (bench/ceiling.py)."""
-    mean = torch.tensor(mean, device=images.device).view(-1, 1, 1) * 255
-    std = torch.tensor(std, device=images.device).view(-1, 1, 1) * 255
-    return (images.float() - mean) / std
+def model_input(images, device, mean, std):
+    """A batch of uint8 images from the loader, (..., C, H, W) -> the model's input on `device`:
+    float32 (pixel / 255 - mean) / std per channel, channels_last for 4-d batches. Normalised once per
+    batch on the device instead of once per image in a loader worker, whose CPU time goes to
+    augmenting (bench/ceiling.py)."""
+    images = images.to(device, non_blocking=True)
+    if images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    pixel_mean, pixel_std = pixel_statistics(tuple(mean), tuple(std), images.device)
+    return (images.float() - pixel_mean) / pixel_std
+
+
+@functools.lru_cache
+def pixel_statistics(mean, std, device):
+    """mean and std in pixel units as (C, 1, 1) tensors on the device, made once rather than every batch
+    (on a GPU each new tensor is a copy from the host)."""
+    return (torch.tensor(mean, device=device).view(-1, 1, 1) * 255,
+            torch.tensor(std, device=device).view(-1, 1, 1) * 255)
 
 
 # ---------------------------------------------------------------- test-time augmentation
@@ -148,7 +160,7 @@ def view_probs(model, views, mean, std, logit_shift=None):
     model in one call; index 0 is the plain prediction, the mean over axis 0 the TTA one.
     logit_shift (classes,) is subtracted from the logits first (post-hoc logit adjustment)."""
     batch, n_views = views.shape[:2]
-    features = model.embed(normalise(views.flatten(0, 1), mean, std).contiguous(memory_format=torch.channels_last))
+    features = model.embed(model_input(views.flatten(0, 1), views.device, mean, std))
     logits = model.head(features).float()
     if logit_shift is not None:
         logits = logits - logit_shift.to(logits.device)

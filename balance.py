@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from augment import normalise
+from augment import model_input
 from data import ImageDataset, make_loader, read_folder
 from utils import UserError, append_csv, read_csv
 
@@ -231,7 +231,7 @@ def image_losses(model, dataset, batch_size, workers, device, dtype, mean, std):
     for images, targets in tqdm(make_loader(dataset, batch_size, workers, device), desc="losses", leave=False,
                                 disable=None):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(normalise(images.to(device, memory_format=torch.channels_last), mean, std)).float()
+            logits = model(model_input(images, device, mean, std)).float()
         losses.append(F.cross_entropy(logits, targets.to(device), reduction="none").cpu())
     return torch.cat(losses).numpy()
 

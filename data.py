@@ -383,7 +383,7 @@ class ImageDataset(torch.utils.data.Dataset):
     `transform` may be a dict of named pipelines, with `pipeline[i]` naming image i's (per-class
     augmentation, synthetic images). With `views` (test-time augmentation), an item is the stack
     of every view, each transformed. fill_cache() keeps every image decoded in memory. Items are
-    uint8 tensors (augment.normalise makes them the model's input)."""
+    uint8 tensors (augment.model_input makes them the model's input)."""
 
     def __init__(self, paths, targets, transform, views=None, pipeline=None):
         self.paths, self.targets, self.views = list(paths), list(targets), views

@@ -166,7 +166,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from augment import build_transform, cache_form, input_size, normalise
+from augment import build_transform, cache_form, input_size, model_input
 from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weights, make_sampler,
                      training_images)
 from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
@@ -358,8 +358,7 @@ def train_one_epoch(run, criterion, epoch):
     run.optimizer.zero_grad(set_to_none=True)
     for i, (images, targets) in enumerate(tqdm(run.train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                                                disable=None if run.rank == 0 else True)):
-        images = normalise(images.to(run.device, non_blocking=True, memory_format=torch.channels_last), run.mean,
-                           run.std)
+        images = model_input(images, run.device, run.mean, run.std)
         targets = targets.to(run.device, non_blocking=True)
         if run.mix is not None:  # targets become class probabilities
             images, targets = run.mix(images, targets)
@@ -401,7 +400,7 @@ def evaluate(run, model):
     model.eval()
     logits, labels, device = [], [], run.device
     for images, targets in run.val_loader:
-        images = normalise(images.to(device, non_blocking=True, memory_format=torch.channels_last), run.mean, run.std)
+        images = model_input(images, device, run.mean, run.std)
         with torch.autocast(device.type, dtype=run.dtype, enabled=run.dtype is not None):
             logits.append(model(images).float().cpu())
         labels.append(targets)

@@ -23,7 +23,7 @@ from data import load_rgb, read_dataset  # noqa: E402
 
 def torchvision_heavy(size):
     """augment.py's heavy pipeline, op for op, in torchvision.transforms.v2 (uint8 out, as the project's:
-    both normalise on the device)."""
+    both are normalised on the device)."""
     return v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), ratio=(0.75, 4 / 3), antialias=True),
                        v2.RandomApply([v2.ColorJitter(0.3, 0.3, 0.3, 0.05)], p=0.8),
                        v2.RandomApply([v2.RandomRotation(10)], p=0.3), v2.RandomHorizontalFlip()])

@@ -212,17 +212,17 @@ def test_light_flips_horizontally_only_unless_asked():
 
 
 def test_uint8_batches_normalised_on_the_device_match_albumentations_normalize():
-    """The loader hands over uint8 tensors; augment.normalise must give the model what albumentations'
+    """The loader hands over uint8 tensors; augment.model_input must give the model what albumentations'
     Normalize (and preprocessing.json of an export) describe: (pixel / 255 - mean) / std per channel."""
     import albumentations as A
-    from augment import build_transform, normalise
+    from augment import build_transform, model_input
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     batch = build_transform("none", 16)(image=image)["image"]
     assert batch.dtype == torch.uint8 and batch.shape == (3, 16, 16)
     reference = A.Compose([A.Resize(16, 16, area_for_downscale="image"), A.Normalize(mean=mean, std=std)])
     expected = torch.from_numpy(reference(image=image)["image"]).permute(2, 0, 1)
-    assert torch.allclose(normalise(batch[None], mean, std)[0], expected, atol=1e-5)
+    assert torch.allclose(model_input(batch[None], torch.device("cpu"), mean, std)[0], expected, atol=1e-5)
 
 
 def test_cached_images_give_the_pipelines_what_the_files_give():

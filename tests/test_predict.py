@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import predict
-from augment import build_transform, normalise, tta_views, view_probs
+from augment import build_transform, model_input, tta_views, view_probs
 from models import build_model
 from utils import UserError
 
@@ -25,7 +25,7 @@ def test_tta_views_are_batched_and_view_zero_is_the_plain_prediction():
     probs, embeddings = view_probs(model, stacked, (0.5,) * 3, (0.5,) * 3)
     assert probs.shape == (8, 3, 4) and embeddings.shape == (3, model.head.in_features)
     assert torch.allclose(probs.sum(-1), torch.ones(8, 3))
-    assert torch.allclose(probs[0], model(normalise(stacked[:, 0], (0.5,) * 3, (0.5,) * 3)).softmax(1), atol=1e-5)
+    assert torch.allclose(probs[0], model(model_input(stacked[:, 0], torch.device("cpu"), (0.5,) * 3, (0.5,) * 3)).softmax(1), atol=1e-5)
     assert not torch.allclose(probs[0], probs[1])  # a flipped view is a different input
     assert views[2][1](image).shape == (36, 27, 3)  # the zoom: a 90% window
     assert {"vflip", "hvflip"} <= {name for name, _ in tta_views("light", vflip=True)}
