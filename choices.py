@@ -2,7 +2,6 @@
 that `--help` answers at once. Each tuple is implemented by the module named beside it, which
 imports it from here (one list, one place)."""
 import argparse
-import os
 
 LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # models.py
 TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny",
@@ -15,7 +14,8 @@ BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "und
 AMP = ("auto", "bf16", "fp16", "off")  # utils.amp_dtype
 VAL_FRACTION = 0.15  # train.py --val-fraction, data.py split --val and the split data.py eda shows
 NUMBER_BLOCK = 25  # train.py and data.py --block: numbered files in blocks of this many stay together
-WORKERS = min(8, max(0, (os.cpu_count() or 1) - 1))  # loader processes: the main process keeps a core for the model
+WORKERS_HELP = ("data loader processes (default: one per core but the main process's, at most 8; none for the small "
+                "CNN on a CPU of 2 cores or fewer, where loading in the main process is faster)")
 
 
 def arch(name):

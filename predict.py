@@ -36,8 +36,9 @@ from balance import logit_adjustment
 from data import ImageDataset, Split, list_images, make_loader, read_dataset, resolve_data_dir, scan_images
 from models import load_run
 from scoring import publish, write_probabilities
-from choices import AMP, WORKERS
-from utils import UserError, amp_dtype, latest_run, load_checkpoint, pick_device, read_csv, run_cli, write_json
+from choices import AMP
+from utils import (UserError, amp_dtype, latest_run, load_checkpoint, loader_workers, pick_device, read_csv, run_cli,
+                   write_json)
 
 
 def parse_args(argv=None):
@@ -58,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a best.pt that holds more than weights (it could run code): only for your own files")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=WORKERS, help="data loader processes")
+    p.add_argument("--workers", type=int,
+                   help="data loader processes (default: one per core but the main process's, at most 8)")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=AMP, help="as train.py")
     return p.parse_args(argv)
@@ -243,6 +245,7 @@ def main(argv=None):
     args = parse_args(argv)
     run_dir = Path(args.run) if args.run else latest_run(nested="fold-*")
     device = pick_device(args.device)
+    args.workers = loader_workers(args.workers, device)
     members = members_of(run_dir)
     if args.export or args.images:
         if len(members) > 1:

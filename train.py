@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from choices import (AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, NUMBER_BLOCK, UPSCALE, VAL_FRACTION, WORKERS,
-                     HelpFormatter, arch)
+from choices import (AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, NUMBER_BLOCK, UPSCALE, VAL_FRACTION,
+                     WORKERS_HELP, HelpFormatter, arch)
 
 # What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
@@ -137,7 +137,7 @@ def parse_args(argv=None):
     g.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workers", type=int, default=WORKERS, help="data loader processes")
+    g.add_argument("--workers", type=int, help=WORKERS_HELP)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     g.add_argument("--amp", default="auto", choices=AMP, help="auto: bf16 where the GPU or CPU computes it natively, "
                                                                "else fp16 on CUDA and fp32 on the CPU")
@@ -173,8 +173,8 @@ from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_datase
                   train_val_split)
 from models import build_model, load_run
 from utils import (UserError, amp_dtype, append_csv, check_writable, environment, from_rank_zero, init_distributed,
-                   load_checkpoint, lock_run, new_run_dir, pick_device, plot_curves, read_csv, run_cli, save_checkpoint,
-                   seed_everything, write_csv, write_json)
+                   load_checkpoint, loader_workers, lock_run, new_run_dir, pick_device, plot_curves, read_csv, run_cli,
+                   save_checkpoint, seed_everything, write_csv, write_json)
 
 
 def main(argv=None):
@@ -598,6 +598,7 @@ def prepare(args):
         args.data = str(resolve_data_dir(args.data))  # config.json names the folder actually used
     seed_everything(args.seed)
     device = pick_device(args.device)
+    args.workers = loader_workers(args.workers, device, args.arch)
     rank, world = init_distributed(device)
     dtype = amp_dtype(device, args.amp)
     torch.backends.cudnn.benchmark = True

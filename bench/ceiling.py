@@ -1,26 +1,33 @@
-"""How close train.py's epoch comes to the hardware: its steady-state epoch time against a ceiling.
+"""How close train.py's epoch comes to the hardware, and where the rest goes.
 
-The ceiling is the same model, batch size and optimizer doing forward + backward + step on random
-tensors already in memory (no decoding, no augmentation, no loader), for as many steps as train.py's
-epoch takes, plus as many validation forward passes; measured in this process with the same threads, twice
-right after train.py, the faster counting (a shared machine's speed drifts within minutes, and drift
-only slows a run down; a ratio above 1 means it drifted between the two: run it again).
-train.py runs as a user runs it (its own process), for --epochs epochs; its steady state is the mean
-`seconds` of log.csv after the first epoch (which also pays for start-up and the first workers).
+Three timings of one epoch (training steps + validation passes), taken in this process, in turn, --reps
+times, so that a shared machine's drift (10-30% within minutes on the 2-core development machine) hits
+all three alike:
+    train.py   the functions train.py's loop calls each epoch (train_one_epoch, evaluate) with its own
+               loaders: decoding is cached, augmentation runs in the loader workers
+    in memory  the same two functions on that epoch's batches already collected in a list: train.py's
+               loop without its loader
+    ceiling    the same model, batch size and optimizer doing forward + backward + step on random
+               tensors (no loader, no augmentation), as many steps and validation batches
+plus `loader alone`: iterating both loaders with the model idle, the CPU time augmentation needs.
+Each ratio is taken per round and the median kept: ceiling / train.py (1.0: nothing lost) and
+ceiling / in memory (what the loop itself loses). The first epoch (workers starting, caches filling)
+is not counted.
 
-    python bench/ceiling.py --data ../shared/data/vehicles6                       # both default models
-    python bench/ceiling.py --data ../shared/data/vehicles6 --configs lite0-128
+    python bench/ceiling.py --data ../shared/data/trashnet6                      # both default models
+    python bench/ceiling.py --data ../shared/data/trashnet6 --configs lite0-128 --reps 5
     python bench/ceiling.py --data ../shared/data/trashnet6 --configs smallcnn-64-workers0,smallcnn-64-compile
 
-Configurations ending in -workers0 or -compile add that option to train.py; the ceiling stays the plain
+Configurations ending in -workersN or -compile add that option to train.py; the ceiling stays the plain
 model's, so their ratio shows what the option gains or loses.
 
-Writes reports/ceiling.md (one row per configuration and --label: train.py epoch, ceiling epoch,
-ratio); rows accumulate in reports/ceiling.json.
+Writes reports/ceiling.md (one row per configuration and --label); rows accumulate in reports/ceiling.json.
 """
 import argparse
 import json
-import subprocess
+import os
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,98 +37,154 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from models import build_model  # noqa: E402  (the project's own model, as train.py builds it)
-from utils import amp_dtype  # noqa: E402
+import train  # noqa: E402  (the project's own loop, model and loaders)
+from models import build_model  # noqa: E402
+from utils import RUNS_DIR  # noqa: E402
 
 CONFIGS = {"smallcnn-64": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64"],
            "lite0-128": ["--pretrained", "--aug", "heavy", "--img-size", "128"],
            "lite0-default": ["--pretrained", "--aug", "heavy"],
            "smallcnn-64-workers0": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--workers", "0"],
            "lite0-128-workers0": ["--pretrained", "--aug", "heavy", "--img-size", "128", "--workers", "0"],
+           "smallcnn-64-workers1": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--workers", "1"],
+           "lite0-128-workers1": ["--pretrained", "--aug", "heavy", "--img-size", "128", "--workers", "1"],
            "smallcnn-64-compile": ["--arch", "smallcnn", "--aug", "light", "--img-size", "64", "--compile"],
            "lite0-128-compile": ["--pretrained", "--aug", "heavy", "--img-size", "128", "--compile"]}
 
 
-def train_epoch_seconds(data, args, epochs, name):
-    """(steady-state seconds per epoch, the run's settings) of train.py on the data."""
-    run_dir = ROOT / "runs" / "ceiling" / name
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    result = subprocess.run([sys.executable, "train.py", "--data", data, *args, "--epochs", str(epochs),
-                             "--name", f"ceiling/{name}"], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"error: train.py failed:\n{result.stderr[-2000:]}")
-    rows = [line.split(",") for line in (run_dir / "log.csv").read_text().splitlines()]
-    seconds = [float(r[rows[0].index("seconds")]) for r in rows[2:]]  # epochs 2.. (row 0 is the header)
-    config = json.loads((run_dir / "config.json").read_text())["args"]
-    split = [line.split(",")[0] for line in (run_dir / "split.csv").read_text().splitlines()[1:]]
-    return sum(seconds) / len(seconds), config, split.count("train"), split.count("val")
+def timed(fn):
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
-def ceiling_seconds(config, train_images, val_images):
-    """One epoch's worth of optimizer steps and validation batches on tensors already in memory."""
-    model, _, _ = build_model(config["arch"], 10, False, config["attention"], config["drop"], config["width"])
-    model = model.to(memory_format=torch.channels_last)
-    batch, size = config["batch_size"], config["img_size"]
-    optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-4) if config["optimizer"] == "adamw" else
-                 torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True))
-    images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    targets = torch.randint(0, 10, (batch,))
-    steps, val_batches = train_images // batch, -(-val_images // (2 * batch))
-    dtype = amp_dtype(torch.device("cpu"), config.get("amp", "off"))  # what train.py trained with
-    autocast = lambda: torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
-    model.train()
-    for _ in range(2):  # warm-up: allocator and kernels
-        with autocast():
-            loss = F.cross_entropy(model(images).float(), targets)
+class Epochs:
+    """One train.py run set up as train.py sets it up (train.prepare), ready to time its epochs."""
+
+    def __init__(self, data, args, name):
+        shutil.rmtree(RUNS_DIR / "ceiling" / name, ignore_errors=True)
+        self.run = train.prepare(train.parse_args(["--data", data, *args, "--name", f"ceiling/{name}"]))
+        self.criterion = train.make_criterion(self.run.args, 1, self.run.class_weights)[0]
+        self.loaders = self.run.train_loader, self.run.val_loader
+        self.epoch = 0
+        self.with_loaders()  # not counted: workers start, first kernels
+        self.run.train_order.set_epoch(train.epoch_order(self.run, 0), 0)
+        self.batches = list(self.loaders[0]), list(self.loaders[1])
+
+    def one(self, loaders):
+        self.run.train_loader, self.run.val_loader = loaders
+        self.epoch += 1
+        train.train_one_epoch(self.run, self.criterion, self.epoch)
+        train.evaluate(self.run, self.run.eval_model)
+
+    def with_loaders(self):
+        return timed(lambda: self.one(self.loaders))
+
+    def in_memory(self):
+        return timed(lambda: self.one(self.batches))
+
+    def loader_alone(self):
+        self.run.train_order.set_epoch(train.epoch_order(self.run, 0), 0)
+        return timed(lambda: [None for loader in self.loaders for _ in loader])
+
+
+class Ceiling:
+    """The model, batch size and optimizer of a run on random tensors already in memory."""
+
+    def __init__(self, run):
+        config = run.args
+        self.model = build_model(config.arch, len(run.classes), False, config.attention, config.drop,
+                                 config.width)[0].to(memory_format=torch.channels_last)
+        self.optimizer = (torch.optim.AdamW(self.model.parameters(), lr=1e-4) if config.optimizer == "adamw" else
+                          torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9, nesterov=True))
+        batch, size = config.batch_size, config.img_size
+        self.images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        self.val_images = torch.randn(2 * batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        self.targets = torch.randint(0, len(run.classes), (batch,))
+        self.steps, self.val_batches = len(run.train_loader), len(run.val_loader)
+        self.dtype = run.dtype  # what train.py trains with (AMP auto: bf16 on a CPU that has it)
+        self.step()  # warm-up: allocator and kernels
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def step(self):
+        with self.autocast():
+            loss = F.cross_entropy(self.model(self.images).float(), self.targets)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-    started = time.time()
-    for _ in range(steps):
-        with autocast():
-            loss = F.cross_entropy(model(images).float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    val = torch.randn(2 * batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), autocast():
-        for _ in range(val_batches):
-            model(val)
-    return time.time() - started
+        self.optimizer.step()
+
+    def epoch(self):
+        def run():
+            self.model.train()
+            for _ in range(self.steps):
+                self.step()
+            self.model.eval()
+            with torch.no_grad(), self.autocast():
+                for _ in range(self.val_batches):
+                    self.model(self.val_images)
+        return timed(run)
+
+
+def measure(data, name, reps):
+    epochs = Epochs(data, CONFIGS[name], name)
+    ceiling = Ceiling(epochs.run)
+    rounds = [{"train.py": epochs.with_loaders(), "in memory": epochs.in_memory(), "ceiling": ceiling.epoch()}
+              for _ in range(reps)]
+    loader = epochs.loader_alone()
+    median = lambda key: statistics.median(r[key] for r in rounds)
+    config = epochs.run.args
+    return {"config": name, "args": " ".join(CONFIGS[name]),
+            "model": f"{config.arch}, {config.img_size} px, batch {config.batch_size}, {config.optimizer}, "
+                     f"{config.workers} worker(s), AMP {config.amp}",
+            "images": f"{len(epochs.run.train_set)} train, {len(epochs.run.val.paths)} val",
+            "reps": reps, "train_epoch": round(median("train.py"), 2), "in_memory_epoch": round(median("in memory"), 2),
+            "ceiling_epoch": round(median("ceiling"), 2), "loader_alone": round(loader, 2),
+            "ratio": round(statistics.median(r["ceiling"] / r["train.py"] for r in rounds), 3),
+            "loop_ratio": round(statistics.median(r["ceiling"] / r["in memory"] for r in rounds), 3),
+            "rounds": rounds}
+
+
+def row_text(r):
+    seconds = lambda key: f"{r[key]} s" if key in r else "–"
+    loop = f"{r['loop_ratio']:.2f}" if "loop_ratio" in r else "–"
+    ratio = r.get("ratio", r["ceiling_epoch"] / r["train_epoch"])
+    return (f"| {r['label']} | {r.get('data', 'trashnet6')} | `{r['args']}` | {r['model']} | {r.get('reps', 1)} | "
+            f"{seconds('train_epoch')} | {seconds('in_memory_epoch')} | {seconds('ceiling_epoch')} | {seconds('loader_alone')} | "
+            f"**{ratio:.2f}** | {loop} |")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
-    p.add_argument("--configs", default="smallcnn-64,lite0-128,lite0-default", help=", ".join(CONFIGS))
-    p.add_argument("--epochs", type=int, default=3, help="train.py epochs (the first is not counted)")
+    p.add_argument("--configs", default="smallcnn-64,lite0-128", help=", ".join(CONFIGS))
+    p.add_argument("--reps", type=int, default=3, help="rounds of (train.py, in memory, ceiling) epochs")
     p.add_argument("--label", default="now", help="what code this is (rows of other labels stay in the report)")
     p.add_argument("--reports", default=str(ROOT / "reports"), help="where ceiling.json and ceiling.md live")
     args = p.parse_args()
-    store = Path(args.reports) / "ceiling.json"
+    args.data, reports = str(Path(args.data).resolve()), Path(args.reports).resolve()
+    reports.mkdir(parents=True, exist_ok=True)
+    os.chdir(ROOT)  # train.py's run folders are relative to the project
+    store = reports / "ceiling.json"
     results = json.loads(store.read_text()) if store.exists() else []
     for name in args.configs.split(","):
-        epoch, config, train_images, val_images = train_epoch_seconds(args.data, CONFIGS[name], args.epochs, name)
-        ceiling = min(ceiling_seconds(config, train_images, val_images) for _ in range(2))
-        if ceiling > epoch:
-            print(f"warning: {name}: the ceiling took longer than train.py's epoch: the machine's speed drifted")
-        row = {"label": args.label, "config": name, "args": " ".join(CONFIGS[name]),
-               "model": f"{config['arch']}, {config['img_size']} px, batch {config['batch_size']}, "
-                        f"{config['optimizer']}, {config['workers']} worker(s), AMP {config.get('amp', 'off')}",
-               "train_epoch": round(epoch, 1), "ceiling_epoch": round(ceiling, 1)}
+        row = {"label": args.label, "data": Path(args.data).name, **measure(args.data, name, args.reps)}
         results = [r for r in results if (r["label"], r["config"]) != (args.label, name)] + [row]
         store.write_text(json.dumps(results, indent=1))
-        print(row, flush=True)
+        print({k: v for k, v in row.items() if k != "rounds"}, flush=True)
     lines = ["# train.py against the hardware ceiling", "",
-             f"Generated by `python bench/ceiling.py --data {args.data} --label LABEL` on "
-             f"{torch.get_num_threads()} threads; its docstring says what the ceiling is. Ratio = ceiling / train.py "
-             "(1.0: no time lost to loading, augmentation, logging or checkpoints). Rows labelled `before` ran "
-             "from the code as it was before this benchmark existed (the same script, copied beside it).", "",
-             "| code | train.py settings | model and batch | train.py epoch (steady state) | ceiling epoch | ratio |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['label']} | `{r['args']}` | {r['model']} | {r['train_epoch']} s | {r['ceiling_epoch']} s | "
-              f"{r['ceiling_epoch'] / r['train_epoch']:.2f} |" for r in sorted(results, key=lambda r: (r["config"],
-                                                                                                     r["label"]))]
-    (Path(args.reports) / "ceiling.md").write_text("\n".join(lines) + "\n")
+             "Generated by `python bench/ceiling.py --data ../shared/data/DATA --label LABEL` on "
+             f"{torch.get_num_threads()} threads; its docstring says what each column times. Ratio = ceiling / "
+             "train.py, loop ratio = ceiling / in memory, each the median over rounds. Rows with one round and no "
+             "in-memory column ran an earlier version of this script, which timed train.py in its own process and "
+             "the ceiling after it (more exposed to drift). Rows labelled `before` ran from the code as it was before "
+             "this benchmark existed.", "",
+             "| code | data | train.py settings | model and batch | rounds | train.py epoch | in memory | ceiling | "
+             "loader alone | ratio | loop ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [row_text(r) for r in sorted(results, key=lambda r: (r.get("data", "trashnet6"), r["config"], r["label"]))]
+    (reports / "ceiling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))
 
 

@@ -116,6 +116,18 @@ def test_defaults_follow_the_model_kind_and_the_data():
     assert (size, batch, epochs, why) == (96, 8, 2, {})
 
 
+def test_loader_workers_default_follows_the_device_and_the_model(monkeypatch):
+    from utils import loader_workers
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert loader_workers(None, cpu, "smallcnn") == 0  # loading in the main process: both cores stay the model's
+    assert loader_workers(None, cpu, "efficientnet_lite0") == 1
+    assert loader_workers(None, gpu, "smallcnn") == 1
+    assert loader_workers(3, cpu, "smallcnn") == 3  # --workers is kept
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    assert loader_workers(None, cpu, "smallcnn") == loader_workers(None, gpu, "smallcnn") == 8
+
+
 def test_run_folder_has_config_log_curves_and_checkpoints(trained_run):
     _, _, run_dir = trained_run
     for name in ("config.json", "log.csv", "curves.png", "best.pt", "last.pt", "split.csv"):
