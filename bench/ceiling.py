@@ -4,7 +4,8 @@ Three timings of one epoch (training steps + validation passes), taken in this p
 times, so that a shared machine's drift (10-30% within minutes on the 2-core development machine) hits
 all three alike:
     train.py   the functions train.py's loop calls each epoch (train_one_epoch, evaluate) with its own
-               loaders: decoding is cached, augmentation runs in the loader workers
+               loaders: decoding is cached, augmentation runs in the loader workers (in this process
+               with --workers 0, the small CNN's default on 2 cores)
     in memory  the same two functions on that epoch's batches already collected in a list: train.py's
                loop without its loader
     ceiling    the same model, batch size and optimizer doing forward + backward + step on random
