@@ -96,8 +96,7 @@ class Ceiling:
         config = run.args
         self.model = build_model(config.arch, len(run.classes), False, config.attention, config.drop,
                                  config.width)[0].to(memory_format=torch.channels_last)
-        self.optimizer = (torch.optim.AdamW(self.model.parameters(), lr=1e-4) if config.optimizer == "adamw" else
-                          torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9, nesterov=True))
+        self.optimizer = train.make_optimizer(config, self.model, len(run.train_loader))[0]  # train.py's own
         batch, size = config.batch_size, config.img_size
         self.images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
         self.val_images = torch.randn(2 * batch, 3, size, size).contiguous(memory_format=torch.channels_last)
