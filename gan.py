@@ -38,14 +38,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from torch.nn.utils.parametrizations import spectral_norm
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from balance import draw_weights
 from data import load_rgb, read_dataset, resolve_data_dir, take_fraction, train_val_split
 from models import build_model
 from choices import AMP, NUMBER_BLOCK, VAL_FRACTION
-from utils import (UserError, amp_dtype, append_csv, environment, latest_run, load_checkpoint, new_run_dir, pick_device,
-                   pyplot, read_csv, run_cli, save_checkpoint, save_epoch_figure, seed_everything, write_json)
+from utils import (UserError, amp_dtype, append_csv, ema_update, environment, latest_run, load_checkpoint, new_run_dir,
+                   pick_device, pyplot, read_csv, run_cli, save_checkpoint, save_epoch_figure, seed_everything, write_json)
 
 FD_NOTE = "FD on efficientnet_lite0 features: NOT comparable with Inception-FID numbers"
 FD_SIZE = 128  # images are upscaled to this before the feature network, which was trained at 224 px
@@ -412,8 +412,9 @@ def train(args):
 
     G = Generator(len(classes), args.img_size, args.z_dim, args.width).to(device, memory_format=memory_format)
     D = Discriminator(len(classes), args.img_size, args.width).to(device, memory_format=memory_format)
-    # weights only: the EMA's BatchNorm statistics come from refresh_batchnorm before each use
-    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(args.ema))
+    # weights only: the EMA's BatchNorm statistics come from refresh_batchnorm before each use; its decay
+    # warms up, or a small set's few steps per epoch would leave the random start in early samples and FDs
+    ema = AveragedModel(G, multi_avg_fn=ema_update(args.ema))
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.d_lr, betas=(0.0, 0.9))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

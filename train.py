@@ -172,9 +172,9 @@ from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weig
 from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
                   train_val_split)
 from models import build_model, load_run
-from utils import (UserError, amp_dtype, append_csv, check_writable, environment, from_rank_zero, init_distributed,
-                   load_checkpoint, loader_workers, lock_run, new_run_dir, pick_device, plot_curves, read_csv, run_cli,
-                   save_checkpoint, seed_everything, write_csv, write_json)
+from utils import (UserError, amp_dtype, append_csv, check_writable, ema_update, environment, from_rank_zero,
+                   init_distributed, load_checkpoint, loader_workers, lock_run, new_run_dir, pick_device, plot_curves,
+                   read_csv, run_cli, save_checkpoint, seed_everything, write_csv, write_json)
 
 
 def main(argv=None):
@@ -286,23 +286,6 @@ class LRSchedule:
             self.scale *= 0.1
             return True
         return False
-
-
-def ema_update(decay):
-    """AveragedModel's update with the decay warmed up as TensorFlow's ExponentialMovingAverage does with
-    num_updates: min(decay, (1 + n) / (10 + n)) after n updates. A fixed decay of 0.99 or more would keep
-    the random initial weights in the average through most of a short run; warmed up, 0.999 is reached
-    after about 9,000 updates."""
-    @torch.no_grad()
-    def update(averaged, current, num_averaged):
-        n = float(num_averaged)
-        weight = 1 - min(decay, (1 + n) / (10 + n))
-        for avg, cur in zip(averaged, current):
-            if avg.is_floating_point():
-                avg.lerp_(cur, weight)
-            else:  # BatchNorm's batch counter
-                avg.copy_(cur)
-    return update
 
 
 def make_criterion(args, epoch, class_weights, focal_since=None):

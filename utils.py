@@ -290,8 +290,26 @@ def save_epoch_figure(fig, axes, out_path):
     """Per-epoch panels: x labelled, legend, light grid; written to out_path and closed."""
     for ax in axes:
         ax.set_xlabel("epoch")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # an empty panel (gan.py --fd-every 0) gets no legend
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     pyplot().close(fig)
+
+
+def ema_update(decay):
+    """AveragedModel's update with the decay warmed up as TensorFlow's ExponentialMovingAverage does with
+    num_updates: min(decay, (1 + n) / (10 + n)) after n updates. A fixed decay of 0.99 or more would keep
+    the random initial weights in the average through most of a short run; warmed up, 0.999 is reached
+    after about 9,000 updates."""
+    @torch.no_grad()
+    def update(averaged, current, num_averaged):
+        n = float(num_averaged)
+        weight = 1 - min(decay, (1 + n) / (10 + n))
+        for avg, cur in zip(averaged, current):
+            if avg.is_floating_point():
+                avg.lerp_(cur, weight)
+            else:  # BatchNorm's batch counter
+                avg.copy_(cur)
+    return update

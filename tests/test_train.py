@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import train
 from conftest import make_competition
-from utils import UserError
+from utils import UserError, ema_update
 
 
 def read_log(run_dir):
@@ -76,7 +76,7 @@ def test_focal_switches_on_when_the_metric_stalls(tmp_path, competition, monkeyp
 
 
 def test_ema_decay_warms_up_then_holds():
-    update = train.ema_update(0.999)
+    update = ema_update(0.999)
     for n, expected in ((0, 0.9), (90, 1 - 91 / 100), (10**6, 0.001)):  # weight of the new weights: 1 - decay
         averaged, counter = [torch.zeros(3)], [torch.tensor(5)]
         update(averaged, [torch.ones(3)], torch.tensor(n))
