@@ -31,6 +31,9 @@ with TTA, macro-F1, epoch of best val_acc, seconds per epoch), the grid's findin
 a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png. --findings rewrites only
 that section of an existing report (reports/GRID-full.md with --full) from the grids file and needs no
 runs: findings are revised after the runs are gone, and the rest of the report stays as the runs made it.
+reports/GRID.json records every finished run's train.py and predict.py arguments and scores: the raw
+figures behind the means, which stand in for a run folder deleted since (rows can be added and the
+report rewritten later) as long as the grid still asks for exactly those arguments.
 """
 import argparse
 import contextlib
@@ -267,6 +270,30 @@ def run_summary(run_dir):
             "hardware": f"{env['cpu_count']} CPU cores{threads}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"}
 
 
+def record_path(tag):
+    return REPORTS_DIR / f"{tag}.json"
+
+
+def predict_argv(plan, result):
+    return ["--tta", str(plan.tta), *plan.predict, *result["predict"]]
+
+
+def row_summaries(plan, result, recorded):
+    """The scores of every finished run of a row: from its folder (recorded again in `recorded`), else
+    from the record of a folder deleted since, if that run had exactly the arguments the grid asks now."""
+    label, args = (f"{result['label']}-fallback", result["fallback"]) if result["fallback"] is not None else \
+        (result["label"], result["args"])
+    summaries = []
+    for argv, run_dir in plan.runs(label, args) if result["runs"] else []:
+        asked = {"train": argv, "predict": predict_argv(plan, result)}
+        if finished(run_dir):
+            recorded[run_dir.name] = {**asked, "summary": run_summary(run_dir)}
+        entry = recorded.get(run_dir.name)
+        if entry is not None and {key: entry[key] for key in asked} == asked:
+            summaries.append(entry["summary"])
+    return summaries
+
+
 def mean_std(values, digits=4):
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
@@ -290,7 +317,8 @@ def plot_report(finished, tag):
     ax.set(xlabel="epoch", ylabel="val_acc (mean over seeds)", title=f"{tag}: validation accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if finished:  # no row finished yet: an empty plot, no legend
+        ax.legend(fontsize=8)
     save(fig, f"{tag}_val_curves.png")
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(finished) + 1.5), sharey=True)
     for ax, key, name in zip(axes, ("acc_tta", "f1_tta"), ("test accuracy", "test macro-F1")):
@@ -327,9 +355,12 @@ def refresh_findings(tag, grid):
 
 
 def write_report(plan, grid, results, command):
-    """reports/TAG.md from whatever runs have finished so far, and its two plots."""
+    """reports/TAG.md from whatever runs have finished so far (or were recorded in reports/TAG.json when
+    they did), its two plots, and the record brought up to date."""
     titles = [f"{r['label']} (fallback)" if r["fallback"] is not None else r["label"] for r in results]
-    done = {title: [run_summary(d) for d in r["runs"] if finished(d)] for title, r in zip(titles, results)}
+    path = record_path(plan.tag)
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    done = {title: row_summaries(plan, r, recorded) for title, r in zip(titles, results)}
     done = {title: runs for title, runs in done.items() if runs}
     n_seeds = len(plan.seeds)
     f1 = {title: np.mean([s["f1_tta"] for s in runs]) for title, runs in done.items()}
@@ -343,6 +374,7 @@ def write_report(plan, grid, results, command):
              f"- predict.py `--tta {plan.tta}{' ' + shlex.join(plan.predict) if plan.predict else ''}`; "
              f"seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
              f"- hardware of the runs: {where}",
+             f"- every run's arguments and scores: [{path.name}]({path.name})",
              "",
              "",
              f"| row | seeds done | best val acc | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch "
@@ -379,6 +411,7 @@ def write_report(plan, grid, results, command):
     lines += ["", f"![validation curves]({plan.tag}_val_curves.png)", "", f"![test accuracy]({plan.tag}_bars.png)"]
     REPORTS_DIR.mkdir(exist_ok=True)
     (REPORTS_DIR / f"{plan.tag}.md").write_text("\n".join(lines) + "\n")
+    path.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n")
     plot_report(done, plan.tag)
 
 

@@ -85,6 +85,19 @@ def test_report_only_runs_nothing(grid_work):
     assert findings_section(FINDINGS) in report
 
 
+def test_the_record_stands_in_for_deleted_runs_only_while_the_grid_asks_the_same(grid_work):
+    work, data = grid_work
+    first = run_grid(work, data, "--seeds", "1", "--rows", "plain")
+    record = json.loads((work / "reports" / "tiny.json").read_text())
+    assert list(record) == ["plain-s0"] and record["plain-s0"]["predict"] == ["--tta", "2"]
+    assert record["plain-s0"]["train"][-4:] == ["--seed", "0", "--name", "tiny/plain-s0"]
+    shutil.rmtree(work / "runs")
+    table = first.partition("| plain |")[2].partition("\n")[0]
+    assert "| plain |" + table in run_grid(work, data, "--seeds", "1", "--report")  # the same figures, no runs
+    write_grids(work / "grids.json", {"plain": ["--arch", "smallcnn"]}, TINY[:1] + ["2"] + TINY[2:])
+    assert "| plain | 0/1 | pending |" in run_grid(work, data, "--seeds", "1", "--report")  # 2 epochs: not that run
+
+
 def test_every_committed_report_carries_its_grids_findings():
     grids = json.loads(experiments.GRIDS_FILE.read_text())
     reports = {path: path.read_text() for path in (experiments.GRIDS_FILE.parent / "reports").glob("*.md")}
