@@ -270,10 +270,6 @@ def run_summary(run_dir):
             "hardware": f"{env['cpu_count']} CPU cores{threads}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"}
 
 
-def record_path(tag):
-    return REPORTS_DIR / f"{tag}.json"
-
-
 def predict_argv(plan, result):
     return ["--tta", str(plan.tta), *plan.predict, *result["predict"]]
 
@@ -358,7 +354,7 @@ def write_report(plan, grid, results, command):
     """reports/TAG.md from whatever runs have finished so far (or were recorded in reports/TAG.json when
     they did), its two plots, and the record brought up to date."""
     titles = [f"{r['label']} (fallback)" if r["fallback"] is not None else r["label"] for r in results]
-    path = record_path(plan.tag)
+    path = REPORTS_DIR / f"{plan.tag}.json"
     recorded = json.loads(path.read_text()) if path.is_file() else {}
     done = {title: row_summaries(plan, r, recorded) for title, r in zip(titles, results)}
     done = {title: runs for title, runs in done.items() if runs}
