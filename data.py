@@ -48,7 +48,8 @@ FINGERPRINT_CACHE = Path(__file__).resolve().parent / ".cache" / "fingerprints" 
 
 def load_rgb(path):
     """Any image file as an RGB uint8 array: EXIF rotation applied, alpha flattened on white,
-    16-bit, float, CMYK, palette and grayscale converted."""
+    16-bit, float, CMYK, palette and grayscale converted. Writable (np.array, not np.asarray's view of
+    Pillow's buffer): ToTensorV2 shares an array it leaves unchanged, and torch wants it writable."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -64,7 +65,7 @@ def load_rgb(path):
             rgba = im.convert("RGBA")
             im = Image.new("RGB", rgba.size, (255, 255, 255))
             im.paste(rgba, mask=rgba.getchannel("A"))
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def image_fingerprint(path):

@@ -186,6 +186,11 @@ class Plan:
                   "--seed", str(seed), "--name", name], RUNS_DIR / name) for seed, name in zip(self.seeds, names)]
 
 
+def fallback_label(label):
+    """The runs of a row's fallback are runs/GRID/LABEL-fallback-sSEED."""
+    return f"{label}-fallback"
+
+
 def finished(run_dir):
     """predict.py writes test_metrics.json last: a run folder with it is done."""
     return (run_dir / "test_metrics.json").is_file()
@@ -222,7 +227,7 @@ def planned(plan, label, row):
               "predict": row.get("predict", []), "reuse": row.get("reuse"),
               "runs": [run_dir for _, run_dir in plan.runs(label, row["args"])]}
     if "fallback" in row and not any(map(finished, result["runs"])):
-        fallback_runs = [run_dir for _, run_dir in plan.runs(f"{label}-fallback", row["fallback"])]
+        fallback_runs = [run_dir for _, run_dir in plan.runs(fallback_label(label), row["fallback"])]
         if any(map(finished, fallback_runs)):
             result.update(error="an earlier run of the grid could not run it", fallback=row["fallback"],
                           runs=fallback_runs)
@@ -250,7 +255,7 @@ def run_row(plan, label, row, done_rows):
         print(f"{plan.tag} row {label}: not run: {e}")
         result.update(error=str(e), runs=[])
     if "fallback" in row:
-        done = run_row(plan, f"{label}-fallback", {"args": row["fallback"], "predict": row.get("predict", [])},
+        done = run_row(plan, fallback_label(label), {"args": row["fallback"], "predict": row.get("predict", [])},
                        done_rows)
         result.update(fallback=row["fallback"], runs=done["runs"])
         result["error"] += f"; the fallback failed too: {done['error']}" if done["error"] else ""
@@ -277,7 +282,7 @@ def predict_argv(plan, result):
 def row_summaries(plan, result, recorded):
     """The scores of every finished run of a row: from its folder (recorded again in `recorded`), else
     from the record of a folder deleted since, if that run had exactly the arguments the grid asks now."""
-    label, args = (f"{result['label']}-fallback", result["fallback"]) if result["fallback"] is not None else \
+    label, args = (fallback_label(result["label"]), result["fallback"]) if result["fallback"] is not None else \
         (result["label"], result["args"])
     summaries = []
     for argv, run_dir in plan.runs(label, args) if result["runs"] else []:
@@ -402,7 +407,7 @@ def write_report(plan, grid, results, command):
         if r["error"]:
             line += f". **Not run**: {r['error']}"
         if r["fallback"] is not None:
-            line += f". **Shown instead** (runs {r['label']}-fallback-s*): `{shlex.join(r['fallback'])}`"
+            line += f". **Shown instead** (runs {fallback_label(r['label'])}-s*): `{shlex.join(r['fallback'])}`"
         lines.append(line)
     lines += ["", f"![validation curves]({plan.tag}_val_curves.png)", "", f"![test accuracy]({plan.tag}_bars.png)"]
     REPORTS_DIR.mkdir(exist_ok=True)
@@ -427,7 +432,7 @@ def main(argv=None):
                 int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])], where, args.jobs)
     for label in wanted:  # every problem that can be found before the first run starts
         row = rows[label]
-        for folder_label, key in ((label, "args"), (f"{label}-fallback", "fallback")):
+        for folder_label, key in ((label, "args"), (fallback_label(label), "fallback")):
             for run_argv, run_dir in plan.runs(folder_label, row[key]) if key in row else []:
                 check_train_args(f"grid {args.grid!r}, row {label!r}", run_argv)
                 if (run_dir / "last.pt").is_file():

@@ -19,6 +19,7 @@ def test_every_image_mode_becomes_rgb(tmp_path, mode):
     im.save(path)
     a = data.load_rgb(path)
     assert a.shape == (20, 30, 3) and a.dtype == np.uint8
+    assert a.flags.writeable  # torch.from_numpy (ToTensorV2) warns on a read-only array
 
 
 def test_exif_rotation_is_applied(tmp_path):
