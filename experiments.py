@@ -33,7 +33,9 @@ that section of an existing report (reports/GRID-full.md with --full) from the g
 runs: findings are revised after the runs are gone, and the rest of the report stays as the runs made it.
 reports/GRID.json records every finished run's train.py and predict.py arguments and scores: the raw
 figures behind the means, which stand in for a run folder deleted since (rows can be added and the
-report rewritten later) as long as the grid still asks for exactly those arguments.
+report rewritten later) as long as the grid still asks for exactly those arguments. Such a run is not
+trained again either: on a fresh clone, `--seeds 3` after `--seeds 2` trains only the third seed (delete
+a run's entry there to train it again).
 """
 import argparse
 import contextlib
@@ -204,7 +206,13 @@ def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
     another row), the run is a copy of that one, predicted anew."""
     if finished(run_dir):
         return
+    if not run_dir.exists() and in_record(load_record(plan.tag), run_dir.name, asked(plan, argv, predict_args)):
+        print(f"{run_dir}: not run again: its folder is gone, its scores are in {record_path(plan.tag)}")
+        return
     if reused_dir is not None:
+        if not finished(reused_dir):
+            raise UserError(f"{reused_dir}, which this row reuses, is gone (only its scores are in "
+                            f"{record_path(plan.tag)}): delete its entry there to train it again")
         run_dir.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "log.csv", "split.csv", "best.pt"):
             shutil.copy2(reused_dir / name, run_dir / name)
@@ -275,23 +283,39 @@ def run_summary(run_dir):
             "hardware": f"{env['cpu_count']} CPU cores{threads}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"}
 
 
-def predict_argv(plan, result):
-    return ["--tta", str(plan.tta), *plan.predict, *result["predict"]]
+def record_path(tag):
+    return REPORTS_DIR / f"{tag}.json"
 
 
-def row_summaries(plan, result, recorded):
-    """The scores of every finished run of a row: from its folder (recorded again in `recorded`), else
+def load_record(tag):
+    path = record_path(tag)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def asked(plan, argv, predict_args):
+    """A run's arguments as its record keeps them: train.py's, and predict.py's without --run, --workers
+    and --device, which do not change its scores."""
+    return {"train": argv, "predict": ["--tta", str(plan.tta), *plan.predict, *predict_args]}
+
+
+def in_record(record, name, arguments):
+    """Whether run `name` was recorded with exactly these arguments: then its scores stand in for its folder."""
+    entry = record.get(name)
+    return entry is not None and {key: entry[key] for key in arguments} == arguments
+
+
+def row_summaries(plan, result, record):
+    """The scores of every finished run of a row: from its folder (recorded again in `record`), else
     from the record of a folder deleted since, if that run had exactly the arguments the grid asks now."""
     label, args = (fallback_label(result["label"]), result["fallback"]) if result["fallback"] is not None else \
         (result["label"], result["args"])
     summaries = []
     for argv, run_dir in plan.runs(label, args) if result["runs"] else []:
-        asked = {"train": argv, "predict": predict_argv(plan, result)}
+        arguments = asked(plan, argv, result["predict"])
         if finished(run_dir):
-            recorded[run_dir.name] = {**asked, "summary": run_summary(run_dir)}
-        entry = recorded.get(run_dir.name)
-        if entry is not None and {key: entry[key] for key in asked} == asked:
-            summaries.append(entry["summary"])
+            record[run_dir.name] = {**arguments, "summary": run_summary(run_dir)}
+        if in_record(record, run_dir.name, arguments):
+            summaries.append(record[run_dir.name]["summary"])
     return summaries
 
 
@@ -359,9 +383,8 @@ def write_report(plan, grid, results, command):
     """reports/TAG.md from whatever runs have finished so far (or were recorded in reports/TAG.json when
     they did), its two plots, and the record brought up to date."""
     titles = [f"{r['label']} (fallback)" if r["fallback"] is not None else r["label"] for r in results]
-    path = REPORTS_DIR / f"{plan.tag}.json"
-    recorded = json.loads(path.read_text()) if path.is_file() else {}
-    done = {title: row_summaries(plan, r, recorded) for title, r in zip(titles, results)}
+    path, record = record_path(plan.tag), load_record(plan.tag)
+    done = {title: row_summaries(plan, r, record) for title, r in zip(titles, results)}
     done = {title: runs for title, runs in done.items() if runs}
     n_seeds = len(plan.seeds)
     f1 = {title: np.mean([s["f1_tta"] for s in runs]) for title, runs in done.items()}
@@ -412,7 +435,7 @@ def write_report(plan, grid, results, command):
     lines += ["", f"![validation curves]({plan.tag}_val_curves.png)", "", f"![test accuracy]({plan.tag}_bars.png)"]
     REPORTS_DIR.mkdir(exist_ok=True)
     (REPORTS_DIR / f"{plan.tag}.md").write_text("\n".join(lines) + "\n")
-    path.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n")
+    path.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
     plot_report(done, plan.tag)
 
 

@@ -94,6 +94,9 @@ def test_the_record_stands_in_for_deleted_runs_only_while_the_grid_asks_the_same
     shutil.rmtree(work / "runs")
     table = first.partition("| plain |")[2].partition("\n")[0]
     assert "| plain |" + table in run_grid(work, data, "--seeds", "1", "--report")  # the same figures, no runs
+    report = run_grid(work, data, "--seeds", "2", "--rows", "plain")  # as on a fresh clone: seed 0 is not retrained
+    assert sorted(p.name for p in (work / "runs" / "tiny").iterdir()) == ["plain-s1"]
+    assert "| plain | 2/2 |" in report and "| plain |" + table not in report
     write_grids(work / "grids.json", {"plain": ["--arch", "smallcnn"]}, TINY[:1] + ["2"] + TINY[2:])
     assert "| plain | 0/1 | pending |" in run_grid(work, data, "--seeds", "1", "--report")  # 2 epochs: not that run
 
