@@ -274,13 +274,15 @@ def run_summary(run_dir):
     """Test scores from predict.py's metrics, best epoch and time per epoch from train.py's log."""
     metrics, log = json.loads((run_dir / "test_metrics.json").read_text()), read_csv(run_dir / "log.csv")
     env = json.loads((run_dir / "config.json").read_text())["environment"]
-    threads = f" ({env['torch_threads']} torch threads)" if "torch_threads" in env else ""
+    cpu = f" ({env['torch_threads']} torch threads)" if "torch_threads" in env else ""
+    if env.get("cpu_model"):  # runs made before config.json recorded the CPU lack it
+        cpu += f", {env['cpu_model']} ({' '.join([env['cpu_capability'], *env['cpu_flags']])})"
     val_acc = [float(r["val_acc"]) for r in log]
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "f1_tta": metrics["macro_f1_tta"],
             "recall_tta": metrics["recall_tta"],
             "best_val_acc": max(val_acc), "best_epoch": int(log[int(np.argmax(val_acc))]["epoch"]),
             "seconds": float(np.mean([float(r["seconds"]) for r in log])), "val_acc": val_acc,
-            "hardware": f"{env['cpu_count']} CPU cores{threads}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"}
+            "hardware": f"{env['cpu_count']} CPU cores{cpu}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"}
 
 
 def record_path(tag):

@@ -2,6 +2,7 @@
 
 Nothing here is specific to one script; each function is used by at least two of them.
 """
+import contextlib
 import csv
 import json
 import os
@@ -106,8 +107,28 @@ def from_rank_zero(value, world):
     return shared[0]
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # bf16 AMP on a CPU is fast only with the last two
+
+
+def cpu_description():
+    """The CPU's model and the instruction sets its speed depends on: machines of one kind differ, and
+    PyTorch picks other kernels (other speed, other rounding) on each, so two runs of the same command
+    can differ in seconds per epoch and in scores."""
+    model, flags = platform.processor(), set()
+    with contextlib.suppress(OSError):  # Linux; elsewhere the model platform gives, and no flags
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return {"cpu_model": model or None, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_flags": [flag for flag in SPEED_FLAGS if flag in flags]}
+
+
 def environment():
-    """Package versions and git commit, stored in every run's config.json."""
+    """Package versions, git commit and the hardware, stored in every run's config.json."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
@@ -121,7 +142,7 @@ def environment():
             "numpy": np.__version__, "sklearn": sklearn.__version__,
             "cuda": torch.version.cuda, "git_commit": commit or None,
             "host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            **cpu_description(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def new_run_dir(name, numbered=True):

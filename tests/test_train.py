@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 import train
 from conftest import make_competition
-from utils import UserError, ema_update
+from utils import SPEED_FLAGS, UserError, ema_update
 
 
 def read_log(run_dir):
@@ -135,7 +136,9 @@ def test_run_folder_has_config_log_curves_and_checkpoints(trained_run):
     rows = read_log(run_dir)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert {"lr", "train_loss", "val_loss", "val_acc", "val_f1", "seconds"} <= set(rows[0])
-    assert "torch" in (run_dir / "config.json").read_text()
+    environment = json.loads((run_dir / "config.json").read_text())["environment"]
+    assert environment["torch"] == torch.__version__ and environment["cpu_capability"]  # what explains a run's speed
+    assert set(environment["cpu_flags"]) <= set(SPEED_FLAGS)
 
 
 def test_early_stopping_stops(tmp_path, competition, monkeypatch):
