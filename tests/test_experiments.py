@@ -182,6 +182,15 @@ def test_reuse_row_predicts_the_same_model_anew_and_the_report_shows_recall_and_
     assert ce_row.endswith((" 0.00 |", " no gap |"))  # the baseline closes none of its own gap
     assert "Per-class recall" in report and "| blue | green | red |" in report
 
+    shutil.rmtree(tmp_path / "runs")  # as on a fresh clone, with no record of adjusted-s0: ce-s0 has only its scores
+    record_file = tmp_path / "reports" / "tiny.json"
+    record = json.loads(record_file.read_text())
+    del record["adjusted-s0"]
+    record_file.write_text(json.dumps(record))
+    report = run_grid(tmp_path, competition, "--seeds", "1")
+    assert "| adjusted | 0/1 | not run |" in report and "which this row reuses, is gone" in report
+    assert "| ce | 1/1 |" in report and not (runs / "ce-s0").exists()
+
     grids["tiny"]["rows"] = {"adjusted": {"reuse": "ce"}, "ce": ["--arch", "smallcnn"]}
     (tmp_path / "grids.json").write_text(json.dumps(grids))
     with pytest.raises(UserError, match="reuse.*listed before it"):
