@@ -25,12 +25,12 @@ between them that each row closes.
 
 Each (row, seed) is runs/GRID/ROW-sSEED (runs/GRID-full/ with --full), finished once predict.py
 wrote test_metrics.json there: the same command again skips finished runs and resumes the others.
-Writes reports/GRID.md (command, settings, hardware; per row the mean ± std over seeds of the best
-validation accuracy (choose rows by it: the test scores are for reporting), test accuracy without and
-with TTA, macro-F1, epoch of best val_acc, seconds per epoch), the grid's findings under "## Findings",
-a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png. --findings rewrites only
-that section of an existing report (reports/GRID-full.md with --full) from the grids file and needs no
-runs: findings are revised after the runs are gone, and the rest of the report stays as the runs made it.
+Writes reports/GRID.md (command, settings, hardware; per row the mean ± std over seeds of the validation
+accuracy at the epoch best.pt keeps by --monitor (choose rows by it: the test scores are for reporting),
+test accuracy without and with TTA, macro-F1, that epoch, seconds per epoch), the grid's findings under
+"## Findings", a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png. --findings
+rewrites only that section of an existing report (reports/GRID-full.md with --full) from the grids file and
+needs no runs: findings are revised after the runs are gone, and the rest of the report stays as the runs made it.
 reports/GRID.json records every finished run's train.py and predict.py arguments and scores: the raw
 figures behind the means, which stand in for a run folder deleted since (rows can be added and the
 report rewritten later) as long as the grid still asks for exactly those arguments. Such a run is not
@@ -271,18 +271,30 @@ def run_row(plan, label, row, done_rows):
 
 
 def run_summary(run_dir):
-    """Test scores from predict.py's metrics, best epoch and time per epoch from train.py's log."""
+    """Test scores from predict.py's metrics; the kept epoch, its validation accuracy and the time per epoch
+    from train.py's log."""
     metrics, log = json.loads((run_dir / "test_metrics.json").read_text()), read_csv(run_dir / "log.csv")
-    env = json.loads((run_dir / "config.json").read_text())["environment"]
+    config = json.loads((run_dir / "config.json").read_text())
+    env, kept = config["environment"], kept_row(log, config["args"]["monitor"])
     cpu = f" ({env['torch_threads']} torch threads)" if "torch_threads" in env else ""
     if env.get("cpu_model"):  # runs made before config.json recorded the CPU lack it
         cpu += f", {env['cpu_model']} ({' '.join([env['cpu_capability'], *env['cpu_flags']])})"
     val_acc = [float(r["val_acc"]) for r in log]
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "f1_tta": metrics["macro_f1_tta"],
             "recall_tta": metrics["recall_tta"],
-            "best_val_acc": max(val_acc), "best_epoch": int(log[int(np.argmax(val_acc))]["epoch"]),
+            "kept_val_acc": float(kept["val_acc"]), "kept_epoch": int(kept["epoch"]),
             "seconds": float(np.mean([float(r["seconds"]) for r in log])), "val_acc": val_acc,
             "hardware": f"{env['cpu_count']} CPU cores{cpu}, {env['gpu'] or 'no GPU'}, torch {env['torch']}"}
+
+
+def kept_row(log, monitor):
+    """The log.csv row of the epoch whose weights best.pt holds, the model predict.py scores: train.py's
+    own EarlyStopping replayed on the log (with --monitor val_loss that is not the epoch of best val_acc)."""
+    stopper, kept = train.EarlyStopping(monitor, patience=len(log)), None
+    for row in log:
+        metrics = {k: float(row[k]) for k in ("val_loss", "val_acc", "val_f1")} if row.get("val_loss") else {}
+        kept = row if stopper.update(metrics) else kept
+    return kept
 
 
 def record_path(tag):
@@ -403,8 +415,9 @@ def write_report(plan, grid, results, command):
              f"- every run's arguments and scores: [{path.name}]({path.name})",
              "",
              "",
-             f"| row | seeds done | best val acc | test acc | test acc, TTA {plan.tta} | macro-F1, TTA | best epoch "
-             "| s / epoch |" + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
+             f"| row | seeds done | val acc, kept epoch | test acc | test acc, TTA {plan.tta} | macro-F1, TTA "
+             "| kept epoch | s / epoch |"
+             + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if gap is not None else "")]
     for title, r in zip(titles, results):
         runs = done.get(title)
@@ -412,11 +425,16 @@ def write_report(plan, grid, results, command):
             lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | | |"
                          + (" |" if gap is not None else ""))
             continue
-        cells = [mean_std([s[k] for s in runs]) for k in ("best_val_acc", "acc", "acc_tta", "f1_tta")]
-        cells += [mean_std([s[k] for s in runs], 1) for k in ("best_epoch", "seconds")]
+        old = any("kept_epoch" not in s for s in runs)  # recorded before summaries held the kept epoch
+        val, epoch = ("best_val_acc", "best_epoch") if old else ("kept_val_acc", "kept_epoch")
+        cells = [mean_std([s[k] for s in runs]) + "*" * (k == val and old) for k in (val, "acc", "acc_tta", "f1_tta")]
+        cells += [mean_std([s[k] for s in runs], 1) + "*" * (k == epoch and old) for k in (epoch, "seconds")]
         if gap is not None:
             cells.append(f"{(f1[title] - f1[base]) / gap:.2f}" if gap else "no gap")
         lines.append(f"| {title} | {len(runs)}/{n_seeds} | " + " | ".join(cells) + " |")
+    if any("kept_epoch" not in s for runs in done.values() for s in runs):
+        lines += ["", "\\* the best validation accuracy over all epochs and that epoch, not the kept one: these runs "
+                  "were recorded before the report read the epoch that best.pt keeps"]
     classes = list(next(iter(done.values()))[0]["recall_tta"]) if done else []
     lines += ["", *findings_lines(grid), f"{RECALL_INTRO} {plan.tta} (mean ± std over seeds):", "",
               "| row | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 import experiments
-from utils import UserError
+from utils import UserError, load_checkpoint
 
 TINY = ["--epochs", "1", "--img-size", "32", "--batch-size", "8", "--block", "4"]
 FINDINGS = ["plain learns the colours.", "The fallback trains **without** the missing data."]
@@ -225,3 +225,29 @@ def test_settings_derived_from_the_data_do_not_count_as_changed(tmp_path, compet
     trained = best.stat().st_mtime_ns
     assert "| plain | 1/1 |" in run_grid(tmp_path, competition, "--seeds", "1")
     assert best.stat().st_mtime_ns == trained
+
+
+def test_the_report_shows_the_epoch_best_pt_keeps_not_the_epoch_of_best_val_acc(tmp_path, competition, monkeypatch):
+    log = [{"epoch": "1", "val_loss": "0.9", "val_acc": "0.60", "val_f1": "0.55"},
+           {"epoch": "2", "val_loss": "0.7", "val_acc": "0.80", "val_f1": "0.70"},
+           {"epoch": "3", "val_loss": "0.6", "val_acc": "0.75", "val_f1": "0.72"},
+           {"epoch": "4", "val_loss": "0.5", "val_acc": "0.80", "val_f1": "0.71"}]
+    assert [experiments.kept_row(log, m)["epoch"] for m in ("val_loss", "val_acc", "val_f1")] == ["4", "4", "3"]
+
+    monkeypatch.chdir(tmp_path)
+    write_grids(tmp_path / "grids.json", {"plain": ["--arch", "smallcnn"]}, TINY[:1] + ["4"] + TINY[2:])
+    report = run_grid(tmp_path, competition, "--seeds", "1")
+    run = tmp_path / "runs" / "tiny" / "plain-s0"
+    summary = json.loads((tmp_path / "reports" / "tiny.json").read_text())["plain-s0"]["summary"]
+    assert summary["kept_epoch"] == load_checkpoint(run / "best.pt")["epoch"]
+    assert f"| {summary['kept_val_acc']:.4f} |" in report and f"| {summary['kept_epoch']:.1f} |" in report
+    assert "*" not in report.split("## Findings")[0].split("| row |")[1]
+
+    record = tmp_path / "reports" / "tiny.json"  # as recorded before summaries held the kept epoch
+    runs = json.loads(record.read_text())
+    summary = runs["plain-s0"]["summary"]
+    summary.update(best_val_acc=summary.pop("kept_val_acc"), best_epoch=summary.pop("kept_epoch"))
+    record.write_text(json.dumps(runs))
+    shutil.rmtree(run)
+    report = run_grid(tmp_path, competition, "--seeds", "1", "--report")
+    assert f"| {summary['best_val_acc']:.4f}* |" in report and "\n\\* the best validation accuracy over all" in report
