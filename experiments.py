@@ -419,20 +419,24 @@ def write_report(plan, grid, results, command):
              "| kept epoch | s / epoch |"
              + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if gap is not None else "")]
+    recorded_before_kept = False  # any run recorded before summaries held the kept epoch
     for title, r in zip(titles, results):
         runs = done.get(title)
         if not runs:
             lines.append(f"| {title} | 0/{n_seeds} | {'not run' if r['error'] else 'pending'} | | | | | |"
                          + (" |" if gap is not None else ""))
             continue
-        old = any("kept_epoch" not in s for s in runs)  # recorded before summaries held the kept epoch
+        old = any("kept_epoch" not in s for s in runs)
         val, epoch = ("best_val_acc", "best_epoch") if old else ("kept_val_acc", "kept_epoch")
-        cells = [mean_std([s[k] for s in runs]) + "*" * (k == val and old) for k in (val, "acc", "acc_tta", "f1_tta")]
-        cells += [mean_std([s[k] for s in runs], 1) + "*" * (k == epoch and old) for k in (epoch, "seconds")]
+        cells = [mean_std([s[k] for s in runs]) for k in (val, "acc", "acc_tta", "f1_tta")]
+        cells += [mean_std([s[k] for s in runs], 1) for k in (epoch, "seconds")]
+        if old:
+            cells[0], cells[4] = cells[0] + "*", cells[4] + "*"
+            recorded_before_kept = True
         if gap is not None:
             cells.append(f"{(f1[title] - f1[base]) / gap:.2f}" if gap else "no gap")
         lines.append(f"| {title} | {len(runs)}/{n_seeds} | " + " | ".join(cells) + " |")
-    if any("kept_epoch" not in s for runs in done.values() for s in runs):
+    if recorded_before_kept:
         lines += ["", "\\* the best validation accuracy over all epochs and that epoch, not the kept one: these runs "
                   "were recorded before the report read the epoch that best.pt keeps"]
     classes = list(next(iter(done.values()))[0]["recall_tta"]) if done else []
