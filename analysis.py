@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, precision_recall_fscore_support
 
 from data import load_rgb
-from utils import pyplot
+from utils import pyplot, save_photo_figure
 
 CONFIDENT_PROB = 0.9
 AMBIGUOUS_PROB = 0.5
@@ -150,17 +150,27 @@ def save_confusion(cm, classes, out_path, normalise):
     save_figure(fig, out_path)
 
 
-def save_gallery(errors, title, out_path):
+def save_gallery(errors, title, out_path, heat_map=None):
+    """The errors' images with true -> predicted class and confidence; with heat_map(file, class name) ->
+    (the model's input image, a map in [0, 1]), each image is the model's input under the map of where it
+    found its (wrong) prediction, as fastai's plot_top_losses draws it."""
     cols = int(np.ceil(np.sqrt(len(errors))))
     rows = int(np.ceil(len(errors) / cols))
     fig, axes = pyplot().subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, e in zip(axes.flat, errors):
-        ax.imshow(load_rgb(e["file"]))
+        if heat_map is None:
+            ax.imshow(load_rgb(e["file"]))
+        else:
+            image, cam = heat_map(e["file"], e["predicted"])
+            ax.imshow(image)
+            ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
         ax.set_title(f"{e['true']} -> {e['predicted']}\np={e['confidence']:.2f}", fontsize=8)
-    fig.suptitle(title)
-    save_figure(fig, out_path)
+    fig.suptitle(title + (": Grad-CAM of the predicted class (red: where the model looked)" if heat_map else ""),
+                 fontsize=9 if heat_map else None)
+    fig.tight_layout()
+    save_photo_figure(fig, out_path)
 
 
 def safe_name(name):
@@ -195,9 +205,10 @@ def class_sections(classes, true_idx, pred_idx, cm, lookalikes):
     return lines + ([] if lookalikes else ["", "None: fewer than three classes have images."])
 
 
-def gallery_sections(out_dir, prefix, classes, cm, errors, gallery_size, top_pairs):
-    """Draws the worst errors and one page per most-confused unordered pair; markdown linking them."""
-    save_gallery(errors[:gallery_size], "highest-loss errors", out_dir / f"{prefix}_worst_errors.png")
+def gallery_sections(out_dir, prefix, classes, cm, errors, gallery_size, top_pairs, heat_map=None):
+    """Draws the worst errors (under their Grad-CAM maps with heat_map) and one page per most-confused
+    unordered pair; markdown linking them."""
+    save_gallery(errors[:gallery_size], "highest-loss errors", out_dir / f"{prefix}_worst_errors.png", heat_map)
     lines = ["## Worst errors", "", f"![worst errors]({prefix}_worst_errors.png)", "",
              "## Most-confused pairs, both directions", ""]
     for a, b in top_unordered_pairs(cm, top_pairs):
@@ -221,11 +232,12 @@ def group_sections(errors, counts, dominant, advice):
     return lines + ["", "## Conclusion", "", f"Most errors are **{dominant}**: {advice}"]
 
 
-def write_analysis(out_dir, prefix, classes, ids, paths, labels, probs, embeddings, gallery_size=16, top_pairs=3):
+def write_analysis(out_dir, prefix, classes, ids, paths, labels, probs, embeddings, gallery_size=16, top_pairs=3,
+                   heat_map=None):
     """classes: list of K class names (the model's order); ids: N ids; paths: N image files (to draw galleries:
     load them with data.load_rgb(path) which returns an HxWx3 uint8 RGB array); labels: N true class names;
     probs: (N, K) numpy float array of predicted probabilities (rows sum to 1); embeddings: (N, D) numpy
-    float array (the model's pooled features, one per image). Returns a short text summary (a few lines)
+    float array (the model's pooled features, one per image); heat_map: optional, see save_gallery. Returns a short text summary (a few lines)
     for the console."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +267,7 @@ def write_analysis(out_dir, prefix, classes, ids, paths, labels, probs, embeddin
         return f"{prefix}: no errors in {len(labels)} images; report: {report}"
     counts = Counter(e["group"] for e in errors)
     dominant, advice = conclusion(errors, counts, f"{prefix}_errors.csv")
-    lines += gallery_sections(out_dir, prefix, classes, cm, errors, gallery_size, top_pairs) + [""]
+    lines += gallery_sections(out_dir, prefix, classes, cm, errors, gallery_size, top_pairs, heat_map) + [""]
     report.write_text("\n".join(lines + group_sections(errors, counts, dominant, advice)) + "\n")
     return "\n".join([f"{prefix}: {len(errors)} errors in {len(labels)} images; by type: "
                       + ", ".join(f"{g} {counts[g]}" for g in GROUPS),

@@ -1,6 +1,8 @@
 """Augmentation pipelines (albumentations), resizing for the model, and test-time augmentation views.
 
     none   resize only
+    flips  resize + horizontal and vertical flips, nothing else: the task's simple baseline, which
+           shows how much the shift, zoom and colour of light and heavy add over mirror images
     light  resize + a small random shift and zoom (up to 10% of the side) + horizontal flip: the
            classic regulariser of a CNN trained from scratch, which otherwise memorises a small
            training set (training accuracy 1.0 by mid-schedule on vehicles6 and utilityvehicles10)
@@ -8,8 +10,9 @@
            contrast, saturation, hue) + a small rotation: strong enough to regularise a short
            fine-tune, not so strong that the model is still fitting the augmentation when it ends
 
-Vertical flips only with --vflip (aerial or microscope images; a car or a digit upside down is
-another picture). Test-time views follow training: flipped views only where training flipped.
+Vertical flips in light and heavy only with --vflip (aerial or microscope images; a car or a digit
+upside down is another picture); flips always has them, as the task's baseline asks. Test-time
+views follow training: flipped views only where training flipped.
 
 Images are resized to the model's input size with --upscale (small images are upscaled for
 pretrained backbones). Pipelines end in uint8 tensors: the loader hands bytes over (a quarter of
@@ -18,6 +21,7 @@ backbone's own mean/std.
 
 Usage:
     python augment.py --data ../shared/data/vehicles6 --aug heavy      # reports/augment_heavy.png
+    python augment.py --aug none flips light heavy                     # a row per pipeline
     python augment.py --aug light --img-size 128 --upscale nearest
 """
 import argparse
@@ -33,7 +37,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from choices import AUGMENTATIONS, UPSCALE
-from utils import UserError, pyplot, run_cli
+from utils import UserError, pyplot, run_cli, save_photo_figure
 
 INTERPOLATION = dict(zip(UPSCALE, (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4,
                                    cv2.INTER_AREA)))
@@ -64,9 +68,9 @@ def augmentations(aug, size, upscale="bicubic", vflip=False):
     if aug == "light":
         ops.append(A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), interpolation=interpolation,
                             border_mode=cv2.BORDER_REFLECT_101, p=1.0))
-    if aug in ("light", "heavy"):
+    if aug in ("flips", "light", "heavy"):
         ops.append(A.HorizontalFlip(p=0.5))
-        if vflip:
+        if vflip or aug == "flips":
             ops.append(A.VerticalFlip(p=0.5))
     return ops
 
@@ -140,9 +144,9 @@ def tta_views(aug, vflip=False):
     (--aug heavy). predict.py keeps those that help on validation images (choose_views)."""
     hflip, vflip_fn = np.fliplr, np.flipud
     views = [("plain", lambda im: im)]
-    if aug in ("light", "heavy"):
+    if aug in ("flips", "light", "heavy"):
         views.append(("hflip", hflip))
-        if vflip:
+        if vflip or aug == "flips":
             views += [("vflip", vflip_fn), ("hvflip", lambda im: vflip_fn(hflip(im)))]
     if aug == "heavy":
         zoom = _crop(0.9, 0.5, 0.5)
@@ -170,42 +174,47 @@ def view_probs(model, views, mean, std, logit_shift=None):
 
 # ---------------------------------------------------------------- preview
 
-def save_preview(image, aug, size, upscale, out_path, vflip=False, draws=15):
-    """One image under many random draws of a pipeline, beside the original."""
+def save_preview(image, augs, size, upscale, out_path, vflip=False, draws=7, credit=""):
+    """One image under random draws of each pipeline in augs, a row each, beside the original; credit
+    (the image's source and licence) is written under the figure."""
     plt = pyplot()
-    pipeline = A.Compose(augmentations(aug, size, upscale, vflip))
-    fig, axes = plt.subplots(2, (draws + 1) // 2, figsize=(2 * ((draws + 1) // 2), 4.2))
-    axes = axes.flatten()
-    axes[0].imshow(image)
-    axes[0].set_title("original", fontsize=8)
-    for ax in axes[1:]:
-        ax.imshow(pipeline(image=image)["image"])
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(f"--aug {aug}, {size} px, --upscale {upscale}")
-    fig.tight_layout()
+    fig, axes = plt.subplots(len(augs), draws + 1, figsize=(1.6 * (draws + 1), 1.75 * len(augs) + 0.3),
+                             squeeze=False)
+    for row, aug in zip(axes, augs):
+        pipeline = A.Compose(augmentations(aug, size, upscale, vflip))
+        row[0].imshow(image)
+        row[0].set_title("original", fontsize=8)
+        for ax in row[1:]:
+            ax.imshow(pipeline(image=image)["image"])
+        row[1].set_title(f"--aug {aug}", fontsize=8, loc="left")
+        for ax in row:
+            ax.axis("off")
+    fig.suptitle(f"{size} px, --upscale {upscale}", fontsize=9)
+    if credit:
+        fig.text(0.5, 0.005, credit, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 if credit else 0, 1, 1))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
+    save_photo_figure(fig, out_path)
 
 
 def main():
     from data import load_rgb, read_dataset, resolve_data_dir
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
-    parser.add_argument("--aug", default="heavy", choices=AUGMENTATIONS)
+    parser.add_argument("--aug", nargs="+", default=["heavy"], choices=AUGMENTATIONS, help="pipelines, a row each")
     parser.add_argument("--img-size", type=int, default=160)
     parser.add_argument("--vflip", action="store_true", help="vertical flips too")
     parser.add_argument("--upscale", default="bicubic", choices=UPSCALE)
     parser.add_argument("--index", type=int, default=0, help="which training image to show")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="PNG path (default: reports/augment_AUG.png)")
+    parser.add_argument("--credit", default="", help="a line under the figure: the image's source and licence")
     args = parser.parse_args()
     train = read_dataset(resolve_data_dir(args.data))["train"]
     np.random.seed(args.seed)
-    out = args.out or f"reports/augment_{args.aug}.png"
+    out = args.out or f"reports/augment_{'-'.join(args.aug)}.png"
     image = load_rgb(train.paths[args.index % len(train.paths)])
-    save_preview(image, args.aug, args.img_size, args.upscale, out, args.vflip)
+    save_preview(image, args.aug, args.img_size, args.upscale, out, args.vflip, credit=args.credit)
     print(f"wrote {out}")
 
 

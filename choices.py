@@ -8,7 +8,7 @@ TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0
                      "mobilenet_v3_large")  # models.py
 ARCHS = ("smallcnn",) + LITE_ARCHS + TORCHVISION_ARCHS  # models.py
 ATTENTIONS = ("none", "se", "cbam")  # models.py
-AUGMENTATIONS = ("none", "light", "heavy")  # augment.py
+AUGMENTATIONS = ("none", "flips", "light", "heavy")  # augment.py
 UPSCALE = ("nearest", "bilinear", "bicubic", "lanczos", "area")  # augment.py: interpolation when enlarging
 BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample", "synthetic")  # balance.py
 AMP = ("auto", "bf16", "fp16", "off")  # utils.amp_dtype

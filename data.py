@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from choices import NUMBER_BLOCK, VAL_FRACTION
-from utils import UserError, append_csv, pyplot, run_cli
+from utils import UserError, append_csv, pyplot, run_cli, save_photo_figure
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_data" / "digits"
@@ -677,8 +677,9 @@ def split_dataset(data_dir, out_dir, val, test, seed, block):
 
 # ---------------------------------------------------------------- EDA
 
-def save_examples(train, classes, path, rng, per_class=8):
-    """A grid of per_class random training images of every class."""
+def save_examples(train, classes, path, rng, per_class=8, credit=""):
+    """A grid of per_class random training images of every class, downscaled (80 dpi: a small PNG that
+    a report can commit); credit (the images' source and licence) is written under it."""
     plt = pyplot()
     fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.2, len(classes) * 1.3), squeeze=False)
     for row, c in enumerate(classes):
@@ -688,19 +689,21 @@ def save_examples(train, classes, path, rng, per_class=8):
         for ax in axes[row]:
             ax.axis("off")
         axes[row, 0].set_title(c, loc="left", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if credit:
+        fig.text(0.5, 0.005, credit, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 if credit else 0, 1, 1))
+    save_photo_figure(fig, path)
 
 
-def eda(data_dir, out_dir, examples=True):
-    """Plots and eda.md: class balance, example images (unless examples is False), sizes, channel statistics,
-    duplicates."""
+def eda(data_dir, out_dir, examples=True, credit=""):
+    """Plots, eda.md and its figures in eda.json: class balance, example images (unless examples is False;
+    credit under them), sizes, channel statistics, duplicates, the validation split, the conclusions."""
     plt = pyplot()
     ds = read_dataset(data_dir)
     train, classes = ds["train"], ds["classes"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "duplicates.csv").unlink(missing_ok=True)  # rows are appended below: a rerun starts afresh
     counts = {c: train.labels.count(c) for c in classes}
 
     fig, ax = plt.subplots(figsize=(max(6, len(classes) * 0.6), 4))
@@ -713,7 +716,7 @@ def eda(data_dir, out_dir, examples=True):
 
     rng = np.random.default_rng(0)
     if examples:
-        save_examples(train, classes, out_dir / "examples.png", rng)
+        save_examples(train, classes, out_dir / "examples.png", rng, credit=credit)
 
     w, h = train.sizes[:, 0], train.sizes[:, 1]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
@@ -791,6 +794,12 @@ def eda(data_dir, out_dir, examples=True):
     if examples:
         lines += ["", "![examples](examples.png)"]
     (out_dir / "eda.md").write_text("\n".join(lines) + "\n")
+    summary = {"data": str(ds["dir"]), "counts": counts, "imbalance_ratio": ratio, "median_short_side": median_side,
+               "exact_duplicates": len(exact), "near_duplicates": len(near), "label_conflicts": len(conflicts),
+               "test_near_train": len(cross), "split": split_rows, "credit": credit,
+               "conclusions": [line[2:] for line in lines[lines.index("## Conclusions"):] if line.startswith("- ")],
+               "examples": "examples.png" if examples else None}
+    (out_dir / "eda.json").write_text(json.dumps(summary, indent=1, default=lambda value: value.item()) + "\n")
     print("\n".join(line for line in lines if line.startswith("- ")))
     print(f"wrote {out_dir}/eda.md and plots")
 
@@ -803,6 +812,7 @@ def main():
     p.add_argument("--out", default="reports/eda")
     p.add_argument("--no-examples", dest="examples", action="store_false",
                    help="no grid of example images (for a report you commit where the images may not be copied)")
+    p.add_argument("--credit", default="", help="a line under the example images: their source and licence")
     p = sub.add_parser("split", help="write a fixed stratified train/val/test split as folders")
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     p.add_argument("--out", required=True, help="new folder for the split")
@@ -814,7 +824,7 @@ def main():
     args = parser.parse_args()
     data_dir = resolve_data_dir(args.data)
     if args.command == "eda":
-        eda(data_dir, args.out, args.examples)
+        eda(data_dir, args.out, args.examples, args.credit)
     else:
         split_dataset(data_dir, args.out, args.val, args.test, args.seed, args.block)
 

@@ -463,6 +463,20 @@ def write_report(plan, grid, results, command):
     plot_report(done, plan.tag)
 
 
+def grid_command(argv):
+    """The arguments that run the whole grid, as the report shows every row: without --report, and without
+    --rows, which picked only the rows this command trains."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value or arg == "--report" or arg.startswith("--rows="):
+            skip_value = False
+        elif arg == "--rows":
+            skip_value = True
+        else:
+            kept.append(arg)
+    return kept
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -484,7 +498,7 @@ def main(argv=None):
                 check_train_args(f"grid {args.grid!r}, row {label!r}", run_argv)
                 if (run_dir / "last.pt").is_file():
                     check_same_settings(run_dir, run_argv)
-    command = "python experiments.py " + shlex.join(a for a in argv if a != "--report")  # what runs the grid
+    command = "python experiments.py " + shlex.join(grid_command(argv))
     results = [planned(plan, label, row) for label, row in rows.items()]
     if args.report:
         write_report(plan, grid, results, command)

@@ -85,6 +85,19 @@ class Classifier(nn.Module):
     def forward(self, x):
         return self.head(self.dropout(self.embed(x)))
 
+    def grad_cam(self, x, classes):
+        """Grad-CAM (Selvaraju et al. 2017) on the last feature map: where in each image of x the evidence
+        for its class in `classes` (N,) lies, as (N, H, W) maps in [0, 1] at x's size. The map's channels
+        are weighted by the mean gradient of the class score over the map, summed, and kept positive. The
+        gradient stops at the map: no backward pass through the backbone."""
+        with torch.enable_grad():
+            maps = self.features(x).detach().requires_grad_()
+            logits = self.head(self.pre_logits(self.pool(self.attention(maps)).flatten(1)))
+            grads, = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), maps)
+        cam = (grads.mean((2, 3), keepdim=True) * maps).sum(1, keepdim=True).relu().detach()
+        cam = nn.functional.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+
 
 def conv_bn_relu(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))

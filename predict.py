@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from augment import build_transform, tta_views, view_probs
+from augment import build_transform, model_input, tta_views, view_probs
 from balance import logit_adjustment
-from data import ImageDataset, Split, list_images, make_loader, read_dataset, resolve_data_dir, scan_images
+from data import (ImageDataset, Split, list_images, load_rgb, make_loader, read_dataset, resolve_data_dir,
+                  scan_images)
 from models import load_run
 from scoring import publish, write_probabilities
 from choices import AMP
@@ -241,6 +242,20 @@ def predict_members(args, members, ds, device):
     return splits[0], torch.stack(plain).mean(0), torch.stack(tta).mean(0), embeddings[0], views, val_parts
 
 
+def grad_cam_maps(run_dir, classes, device, args):
+    """heat_map(image file, class name) -> (the model's plain input image, its Grad-CAM map for that class)
+    of the run's model (a fold's, for folds), for the error gallery."""
+    model, ckpt = load_run(run_dir, device, args.trust_checkpoint)
+    transform = build_transform("none", ckpt["args"]["img_size"], ckpt["args"]["upscale"])
+
+    def heat_map(path, class_name):
+        image = transform(image=load_rgb(path))["image"]
+        x = model_input(image[None], device, ckpt["mean"], ckpt["std"])
+        cam = model.grad_cam(x, torch.tensor([classes.index(class_name)], device=device))[0]
+        return image.permute(1, 2, 0).numpy(), cam.cpu().numpy()
+    return heat_map
+
+
 def main(argv=None):
     args = parse_args(argv)
     run_dir = Path(args.run) if args.run else latest_run(nested="fold-*")
@@ -275,7 +290,7 @@ def main(argv=None):
             raise UserError("--analysis needs labels: a labeled folder, --split val, or --solution CSV")
         from analysis import write_analysis
         print(write_analysis(out_dir, args.split, classes, split.ids, split.paths, labels, mean_probs.numpy(),
-                             embeddings.numpy()))
+                             embeddings.numpy(), heat_map=grad_cam_maps(members[0], classes, device, args)))
 
 if __name__ == "__main__":
     run_cli(main)

@@ -36,7 +36,7 @@ from choices import (AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, NUM
 
 # What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
-# recipe grid: reports/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain script
+# recipe grid: reports/archive/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain script
 # in ../shared/bench does. Input size and epochs come from the data (derive_defaults).
 DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e-4, label_smoothing=0.1, drop=0.2),
             "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
@@ -83,8 +83,10 @@ def parse_args(argv=None):
     g.add_argument("--img-size", type=int, help="input size (default: the images' median short side, within 32-64 px "
                                                 "from scratch and 160-192 px pretrained)")
     g.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when enlarging")
-    g.add_argument("--aug", default="light", choices=AUGMENTATIONS, help="training augmentation (augment.py)")
-    g.add_argument("--vflip", action="store_true", help="vertical flips too (--aug light/heavy), and in TTA")
+    g.add_argument("--aug", default="light", choices=AUGMENTATIONS,
+                   help="training augmentation (augment.py): none; flips (horizontal + vertical, nothing else); "
+                        "light (shift, zoom, horizontal flip); heavy (crop, colour, rotation, horizontal flip)")
+    g.add_argument("--vflip", action="store_true", help="vertical flips in --aug light/heavy too, and in TTA (--aug flips has them)")
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
     g.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
     g = p.add_argument_group("optimisation")

@@ -204,6 +204,12 @@ def test_epoch_order_makes_augmentation_independent_of_workers_and_epochs_before
     assert not torch.equal(first[0], first[6]) and not torch.equal(first[6], first[7])
 
 
+def test_flips_is_exactly_the_two_flips_after_the_resize():
+    from augment import augmentations, tta_views
+    assert [type(op).__name__ for op in augmentations("flips", 32)] == ["Resize", "HorizontalFlip", "VerticalFlip"]
+    assert [name for name, _ in tta_views("flips")] == ["plain", "hflip", "vflip", "hvflip"]
+
+
 def test_light_flips_horizontally_only_unless_asked():
     from augment import augmentations
     names = lambda ops: {type(op).__name__ for op in ops}

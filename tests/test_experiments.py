@@ -72,6 +72,7 @@ def test_rows_picks_what_runs_and_the_report_keeps_every_row(grid_work):
     assert not (work / "runs" / "tiny" / "plain-s0").exists()
     report = run_grid(work, data, "--seeds", "1", "--rows", "plain")
     assert "| plain | 1/1 |" in report and "| missing (fallback) | 1/1 |" in report  # kept from the first command
+    assert "--seeds 1\n" in report and "--rows" not in report  # the command that makes the whole table
 
 
 def test_report_only_runs_nothing(grid_work):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn as nn
 
 import models
 
@@ -87,3 +88,17 @@ def test_any_timm_or_torchvision_backbone_takes_a_local_weights_file(tmp_path, c
     import predict
     predict.main(["--run", str(run_dir), "--workers", "0"])
     assert (run_dir / "test_metrics.json").is_file()
+
+
+def test_grad_cam_lights_up_where_the_class_evidence_is():
+    from models import Classifier
+    model = Classifier(nn.Identity(), num_features=3, num_classes=2).eval()
+    with torch.no_grad():  # class 0 reads channel 0 alone, class 1 channel 1
+        model.head.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, 0, :2, :2] = 1.0  # channel 0's evidence in the top-left corner
+    x[:, 1, 6:, 6:] = 1.0  # channel 1's in the bottom-right
+    cam = model.grad_cam(x, torch.tensor([0, 1]))
+    assert cam.shape == (2, 8, 8) and cam.min() >= 0 and torch.allclose(cam.amax((1, 2)), torch.ones(2))
+    assert cam[0, :2, :2].min() == 1 and cam[0, 4:].max() == 0
+    assert cam[1, 6:, 6:].min() == 1 and cam[1, :4].max() == 0

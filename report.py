@@ -1,0 +1,302 @@
+"""The task, answered in one place: reports/task.md, written from the records in reports/ alone.
+
+Usage:
+    python report.py                    # reports/task.md in seconds: no data, no runs, no training
+    python report.py --reports DIR      # from the records in another folder (task.md is written there)
+
+The task's steps in its order: the data, the augmentation and the loader, training (scratch against
+transfer, flips against heavy, with and without TTA, upscaling; schedules and loss switching), the
+conditional generator, the leaderboard and the submission model's errors. Each section has the
+question, the commands that answer it, a table from the records (reports/GRID.json, which
+experiments.py rewrites after every row; reports/leaderboard-NAME.json; reports/eda-NAME/eda.json),
+a figure, and an answer computed from the table. A difference between two rows is called one only
+where it exceeds twice its standard error over seeds; with one seed the answer says so. A record not
+made yet leaves its rows "pending" beside the command that makes them.
+
+The figures are made by the commands listed under them (they need the data or a trained run) and are
+committed small (at most 300 KB, images downscaled), with the images' licence.
+"""
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from bench.readme_table import replace_in_readme
+from choices import AUGMENTATIONS
+from utils import run_cli
+
+ROOT = Path(__file__).resolve().parent
+DATA = "../shared/data/vehicles6"
+LICENCE = "Images: vehicles6, Zenodo record 6634554 (vehicle type images), CC BY 4.0; downscaled."
+MAIN_GRID = "augmentation-vehicles6"
+MAIN_COMMAND = f"python experiments.py {MAIN_GRID} --data {DATA} --seeds 3"
+SIZE = 160  # efficientnet_lite0's input on vehicles6, as train.py derives it (the previews' size)
+ERRORS_RUN = f"runs/{MAIN_GRID}/pretrained-flips-s0"  # a pretrained run of section 3 whose errors section 5 draws
+
+
+def load_json(path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def grid_rows(reports, tag):
+    """{row label: [summaries of its finished runs]} in the grid's order in grids.json, from reports/TAG.json."""
+    record = load_json(reports / f"{tag}.json") or {}
+    order = list(json.loads((ROOT / "grids.json").read_text()).get(tag, {}).get("rows", {}))
+    runs = {}
+    for name in sorted(record, key=lambda n: int(n.rsplit("-s", 1)[1])):
+        runs.setdefault(name.rsplit("-s", 1)[0], []).append(record[name]["summary"])
+    return {label: runs.get(label, []) for label in order or runs}
+
+
+def mean_std(values, digits=4):
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def seeds_cell(runs, wanted=3):
+    return f"{len(runs)}/{wanted}"
+
+
+def compare(a, b, name_a, name_b):
+    """One clause: the means of two rows' values over seeds, their difference in points, and whether it
+    exceeds twice its standard error (seed noise)."""
+    if not a or not b:
+        return f"{name_a} against {name_b}: pending"
+    diff = 100 * (np.mean(a) - np.mean(b))
+    said = f"{name_a} {np.mean(a):.4f} against {name_b} {np.mean(b):.4f} ({diff:+.2f} points"
+    if min(len(a), len(b)) < 2:
+        return said + f"; {min(len(a), len(b))} seed: no spread yet)"
+    error = 100 * math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    verdict = "beyond" if abs(diff) > 2 * error else "within"
+    return said + f", {verdict} seed noise: twice its standard error is {2 * error:.2f}; {len(a)} and {len(b)} seeds)"
+
+
+def values(runs, key):
+    return [run[key] for run in runs]
+
+
+def table(header, rows):
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def figure(reports, path, alt, made_by, credit=""):
+    """A figure's markdown relative to reports/, with the command that makes it; 'missing' when it is not there."""
+    if not (reports / path).is_file():
+        return [f"*Figure missing:* `{made_by}`", ""]
+    return [f"![{alt}]({path})", "", f"*{credit + ' ' if credit else ''}Made by* `{made_by}`.", ""]
+
+
+def section(title, question, commands, body, answer):
+    return [f"## {title}", "", f"**Question.** {question}", "", "```bash", *commands, "```", "", *body,
+            f"**Answer.** {answer}", ""]
+
+
+# ---------------------------------------------------------------- the sections, in the task's order
+
+def data_section(reports):
+    eda = load_json(reports / "eda-vehicles6" / "eda.json")
+    command = f"python data.py eda --data {DATA} --out reports/eda-vehicles6 --credit '{LICENCE}'"
+    if eda is None:
+        return section("1. The data", "What is in the car data?", [command], [], "pending"), "pending"
+    rows = [[r["class"], str(r["images"]), str(r["train"]), str(r["held_out"])] for r in eda["split"]]
+    body = [f"{sum(eda['counts'].values())} labeled training images of {DATA} "
+            f"([full EDA](eda-vehicles6/eda.md)); the validation split train.py makes at its defaults:", "",
+            *table(["class", "images", "train", "validation"], rows), "",
+            *figure(reports, "eda-vehicles6/examples.png", "examples of each class", command, LICENCE)]
+    answer = (f"Balance ratio {eda['imbalance_ratio']:.1f}, images {eda['median_short_side']:.0f} px on the short "
+              f"side, {eda['near_duplicates']} near-duplicate pairs within classes, {eda['label_conflicts']} across, "
+              f"{eda['test_near_train']} test images nearly matching a training image. So: " + " ".join(eda["conclusions"]))
+    headline = (f"{sum(eda['counts'].values())} images in {len(eda['counts'])} classes, balance ratio "
+                f"{eda['imbalance_ratio']:.1f}, {eda['median_short_side']:.0f} px, {eda['near_duplicates']} "
+                "near-duplicate pairs kept on one side of the split")
+    return section("1. The data", "What is in the car data: class balance, sizes, duplicates, and what follows "
+                   "for the recipe?", [command], body, answer), headline
+
+
+def augmentation_section(reports, main_rows):
+    from augment import augmentations, tta_views
+    rows = [[f"`--aug {aug}`", ", ".join(type(op).__name__ for op in augmentations(aug, SIZE)),
+             ", ".join(name for name, _ in tta_views(aug))] for aug in AUGMENTATIONS]
+    command = (f"python augment.py --data {DATA} --aug {' '.join(AUGMENTATIONS)} --img-size {SIZE} "
+               f"--out reports/task/augmentations.png --credit '{LICENCE}'")
+    body = ["Each pipeline (augment.py, albumentations) resizes to the model's input, then draws its changes; TTA "
+            "candidates are only views training showed the model, and predict.py keeps those that do not lower "
+            "validation accuracy. The loader decodes every image once into a cache at the input size (a 2x "
+            "margin for heavy's crop), hands uint8 batches over, and normalises them on the device.", "",
+            *table(["pipeline", "albumentations ops", "TTA candidate views"], rows), "",
+            *figure(reports, "task/augmentations.png", "each pipeline drawn seven times", command, LICENCE)]
+    picks, short = [], []
+    for kind in ("scratch", "pretrained"):
+        kept = {aug: values(main_rows.get(f"{kind}-{aug}", []), "kept_val_acc") for aug in ("flips", "light", "heavy")}
+        best = max(kept, key=lambda aug: np.mean(kept[aug])) if all(kept.values()) else "pending"
+        short.append(f"{kind} {best}")
+        picks.append(f"{kind} {best}" + (f" ({np.mean(kept[best]):.4f} mean validation accuracy at the kept epoch, "
+                                         f"{min(map(len, kept.values()))}+ seeds a row)" if all(kept.values()) else ""))
+    answer = ("Of flips, light and heavy, validation, which chooses, picks " + "; ".join(picks)
+              + ". The test scores of every pipeline are in section 3.")
+    return section("2. Augmentation and the loader", "What does each pipeline show the model, and how do the "
+                   "images reach it?", [command], body, answer), "validation picks " + ", ".join(short)
+
+
+def training_section(reports, rows):
+    header = ["row", "seeds", "test acc", "test acc, TTA 8", "TTA gain (paired)", "macro-F1, TTA", "kept epoch",
+              "s / epoch"]
+    cells = []
+    for label, runs in rows.items():
+        if not runs:
+            cells.append([label, "0/3", "pending", "", "", "", "", ""])
+            continue
+        gains = [run["acc_tta"] - run["acc"] for run in runs]
+        cells.append([label, seeds_cell(runs), mean_std(values(runs, "acc")), mean_std(values(runs, "acc_tta")),
+                      mean_std(gains), mean_std(values(runs, "f1_tta")), mean_std(values(runs, "kept_epoch"), 1),
+                      mean_std(values(runs, "seconds"), 0)])
+    acc = {label: values(runs, "acc") for label, runs in rows.items()}
+    tta = [run["acc_tta"] - run["acc"] for runs in rows.values() for run in runs]
+    body = [f"Every row at train.py's defaults for {DATA} (the small CNN at 64 px for 30 epochs; efficientnet_lite0 "
+            "from ImageNet weights at 160 px for 8 epochs, bicubic upscaling unless the row says otherwise), "
+            f"seeds 0-2; per-class recall, rows' arguments and curves in [{MAIN_GRID}.md]({MAIN_GRID}.md).", "",
+            *table(header, cells), "",
+            *figure(reports, f"{MAIN_GRID}_bars.png", "test accuracy with TTA, mean ± std over seeds", MAIN_COMMAND),
+            *schedule_lines(reports)]
+    heavy_gain = [100 * (np.mean(acc[f"{kind}-heavy"]) - np.mean(acc[f"{kind}-flips"])) if acc.get(f"{kind}-heavy")
+                  and acc.get(f"{kind}-flips") else None for kind in ("scratch", "pretrained")]
+    headline = ("heavy against flips " + ", ".join(f"{kind} {'pending' if gain is None else f'{gain:+.2f} points'}"
+                                                   for kind, gain in zip(("scratch", "pretrained"), heavy_gain))
+                + (f"; TTA {100 * np.mean(tta):+.2f} points on average over {len(tta)} runs" if tta else ""))
+    answer = " ".join([
+        "Heavy over flips, from scratch: " + compare(acc.get("scratch-heavy"), acc.get("scratch-flips"), "heavy", "flips")
+        + "; with transfer: " + compare(acc.get("pretrained-heavy"), acc.get("pretrained-flips"), "heavy", "flips") + ".",
+        "Transfer over scratch (light): " + compare(acc.get("pretrained-light"), acc.get("scratch-light"),
+                                                    "pretrained", "scratch") + ".",
+        (f"TTA: {np.mean(tta):+.4f} test accuracy on average over {len(tta)} runs (paired, per run: from "
+         f"{min(tta):+.4f} to {max(tta):+.4f})." if tta else "TTA: pending."),
+        "Upscaling to 160 px: " + compare(acc.get("pretrained-light-espcn"), acc.get("pretrained-light"), "ESPCN",
+                                          "bicubic") + "; "
+        + compare(acc.get("pretrained-light"), acc.get("pretrained-light-nearest"), "bicubic", "nearest") + "."])
+    return section("3. Training: scratch against transfer, flips against heavy, TTA, upscaling",
+                   "Does heavy augmentation pay off over flips, from scratch and with ImageNet weights; does "
+                   "transfer; does TTA; does learned upscaling?",
+                   [*json.loads((ROOT / "grids.json").read_text())[MAIN_GRID].get("prepare", []), MAIN_COMMAND],
+                   body, answer), headline
+
+
+def schedule_lines(reports):
+    """Schedules, warmup and the CE -> focal switches: the default OneCycle against each other row."""
+    lines = ["Schedules and the switch from cross-entropy to focal loss (by epoch and on a validation plateau); "
+             "the kept epoch is the one best.pt holds (best validation score, early stopping after it):", ""]
+    for tag, what in (("schedules-vehicles6", "the small CNN on vehicles6"),
+                      ("schedules-lite0", "efficientnet_lite0 on the long-tailed vehicles6-lt, balanced test")):
+        rows = {label: runs for label, runs in grid_rows(reports, tag).items() if runs}
+        if not rows:
+            continue
+        base = values(rows.get("onecycle", []), "f1_tta")
+        cells = [[label, seeds_cell(runs), mean_std(values(runs, "f1_tta")),
+                  compare(values(runs, "f1_tta"), base, label, "onecycle").split("(", 1)[1].rstrip(")")
+                  if label != "onecycle" else "the default",
+                  mean_std([r.get("kept_epoch", r.get("best_epoch")) for r in runs], 1)] for label, runs in rows.items()]
+        lines += [f"[{tag}]({tag}.md), {what}:", "",
+                  *table(["row", "seeds", "test macro-F1, TTA", "against onecycle", "kept epoch"], cells), ""]
+    return lines + ["Warmup and the small CNN's recipe: [archive/recipe-full.md](archive/recipe-full.md).", ""]
+
+
+def generator_section(reports):
+    rows = {label: runs for label, runs in grid_rows(reports, "synthetic-lite0").items() if runs}
+    command = "python experiments.py synthetic-lite0 --data ../shared/data/vehicles6 --seeds 3"
+    cells = [[label, seeds_cell(runs), mean_std(values(runs, "acc")), mean_std(values(runs, "acc_tta"))]
+             for label, runs in rows.items()]
+    f1 = {label: values(runs, "acc_tta") for label, runs in rows.items()}
+    body = ["efficientnet_lite0 at its defaults with the conditional DCGAN's 64 px images added (syn RATIO: that "
+            "many generated images per real one) or alone (cas: the Classification Accuracy Score), on all of "
+            "vehicles6 (full) and on 10% of it (low); FD and the GANs' settings in "
+            "[synthetic-lite0.md](synthetic-lite0.md).", "",
+            *table(["row", "seeds", "test acc", "test acc, TTA 8"], cells), "",
+            *figure(reports, "../docs/gan_samples_vehicles6_64px.png", "generated samples, a row per class",
+                    "python gan.py sample --run runs/gan-v6-64 --grid docs/gan_samples_vehicles6_64px.png")]
+    cas = "; ".join(f"{label} {np.mean(values(rows[label], 'acc_tta')):.4f}" for label in ("low-cas", "full-cas")
+                    if label in rows)
+    answer = ("Full data: " + compare(f1.get("full-syn0.25"), f1.get("full-real"), "with synthetic", "real only")
+              + "; 10% data: " + compare(f1.get("low-syn0.25"), f1.get("low-real"), "with synthetic", "real only")
+              + f". Trained on generated images alone (CAS, test accuracy with TTA): {cas or 'pending'}, against "
+              f"1 in {len(next(iter(rows.values()))[0]['recall_tta']) if rows else '?'} by chance.")
+    gains = [f"{arm} {100 * (np.mean(f1[f'{arm}-syn0.25']) - np.mean(f1[f'{arm}-real'])):+.2f} points"
+             for arm in ("full", "low") if f"{arm}-syn0.25" in f1 and f"{arm}-real" in f1]
+    headline = "generated images added to the real ones: " + (", ".join(gains) or "pending") + " of test accuracy"
+    return section("4. The conditional generator", "Does a class-conditional GAN's output help the classifier?",
+                   ["python gan.py --data ../shared/data/vehicles6 --img-size 64 --epochs 120 --name v6-64", command],
+                   body, answer), headline
+
+
+def leaderboard_section(reports):
+    boards = {name: load_json(reports / f"leaderboard-{name}.json") for name in ("vehicles6", "trashnet6")}
+    boards = {name: board for name, board in boards.items() if board}
+    labels = list(dict.fromkeys(label for board in boards.values() for label in board))
+
+    def cell(entry):
+        if entry is None:
+            return ""
+        first = lambda v: v[0] if isinstance(v, list) else v  # a single fold's mean over folds
+        return " / ".join(f"{first(entry[key]):.4f}" for key in ("cv", "public", "private"))
+
+    cells = [[label, *(cell(board.get(label)) for board in boards.values())] for label in labels]
+    body = ["efficientnet_lite0 at the defaults (`--pretrained --aug heavy`), 5 leak-free folds; CV is the "
+            "out-of-fold accuracy on train/, Public and Private the halves of the test set "
+            "([leaderboard-vehicles6.md](leaderboard-vehicles6.md), [leaderboard-trashnet6.md](leaderboard-trashnet6.md)).",
+            "", *table(["row", *(f"{name}: CV / Public / Private" for name in boards)], cells), "",
+            f"The worst validation mistakes of a pretrained model of section 3 ({ERRORS_RUN}), each under the "
+            "Grad-CAM map of the class it predicted (where it looked); the full error analysis (confusion "
+            "matrices, most-confused pairs, errors grouped by cause) in "
+            "[task/errors/val_analysis.md](task/errors/val_analysis.md):", "",
+            *figure(reports, "task/errors/val_worst_errors.png", "worst validation errors with Grad-CAM",
+                    f"python predict.py --run {ERRORS_RUN} --split val --tta 8 --analysis --out reports/task/errors",
+                    LICENCE)]
+    answers = []
+    for name, board in boards.items():
+        private = {label: entry["private"][0] if isinstance(entry["private"], list) else entry["private"]
+                   for label, entry in board.items()}
+        best = max(private, key=private.get)
+        answers.append(f"{name} Private {private[labels[0]]:.4f} ({labels[0].split(' (')[0]}) to "
+                       f"{private[best]:.4f} ({best})")
+    answer = ("; ".join(answers) or "pending") + (". Each row is reproduced by `python bench/leaderboard.py "
+                                                  "../shared/data/NAME` (its docstring lists each row's commands).")
+    return section("5. The leaderboard and the submission model's errors",
+                   "How far do folds, ensembling, TTA, stacking and pseudo-labels climb, and what does the "
+                   "submission model still get wrong?", ["python bench/leaderboard.py ../shared/data/vehicles6"],
+                   body, answer), "; ".join(answers) or "pending"
+
+
+def write_task_report(reports):
+    """reports/task.md; returns its path and one headline per section (title, anchor, headline)."""
+    main_rows = grid_rows(reports, MAIN_GRID)
+    sections = [data_section(reports), augmentation_section(reports, main_rows), training_section(reports, main_rows),
+                generator_section(reports), leaderboard_section(reports)]
+    lines = ["# The task, step by step", "",
+             "Written by `python report.py` from the records in reports/ alone; every number below comes from a "
+             "record, every figure names the command that makes it. The studies behind each step, with their "
+             "full tables: [README.md](README.md).", ""]
+    headlines = []
+    for body, headline in sections:
+        lines += body
+        title = body[0].removeprefix("## ")
+        headlines.append((title, re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-"), headline))
+    out = reports / "task.md"
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    return out, headlines
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reports", default=str(ROOT / "reports"), help="the folder of records, where task.md goes")
+    args = p.parse_args(argv)
+    out, headlines = write_task_report(Path(args.reports))
+    if Path(args.reports).resolve() == (ROOT / "reports").resolve():  # the README's list is of the project's own
+        replace_in_readme("task", [f"{i}. [{title.split('. ', 1)[1]}](reports/task.md#{anchor}): {headline}."
+                                   for i, (title, anchor, headline) in enumerate(headlines, 1)])
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

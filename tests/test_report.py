@@ -1,0 +1,38 @@
+"""report.py writes the task's account from records alone: sections in the task's order, numbers from the
+records, "pending" where a record is missing, and comparisons that say when they are within seed noise."""
+import json
+import re
+
+import report
+
+
+def summary(acc, acc_tta, kept_val_acc=0.9):
+    return {"acc": acc, "acc_tta": acc_tta, "f1_tta": acc_tta, "kept_val_acc": kept_val_acc, "kept_epoch": 8,
+            "seconds": 100.0, "recall_tta": {"a": 1.0, "b": 1.0}, "val_acc": [0.8, 0.9]}
+
+
+def test_task_report_from_records_alone(tmp_path):
+    record = {f"pretrained-flips-s{s}": {"summary": summary(0.90 + 0.001 * s, 0.91 + 0.001 * s)} for s in range(3)}
+    record |= {f"pretrained-heavy-s{s}": {"summary": summary(0.95 + 0.001 * s, 0.95 + 0.001 * s)} for s in range(3)}
+    record |= {"scratch-heavy-s0": {"summary": summary(0.80, 0.81)}}
+    (tmp_path / f"{report.MAIN_GRID}.json").write_text(json.dumps(record))
+    out, headlines = report.write_task_report(tmp_path)
+    text = out.read_text()
+
+    titles = re.findall(r"^## (\d)\. ", text, flags=re.M)
+    assert titles == ["1", "2", "3", "4", "5"]
+    for part in text.split("\n## ")[1:]:
+        assert "**Question.**" in part and "**Answer.**" in part and "```bash" in part
+    assert "| pretrained-flips | 3/3 | 0.9010 ± 0.0010 | 0.9110 ± 0.0010 | 0.0100 ± 0.0000 |" in text
+    assert "| scratch-flips | 0/3 | pending |" in text
+    assert "heavy 0.9510 against flips 0.9010 (+5.00 points, beyond seed noise" in text  # with transfer
+    assert "heavy against flips: pending" in text  # from scratch: no flips run yet
+    assert "python data.py eda" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]  # no eda.json
+    assert [anchor for _, anchor, _ in headlines][2] == "3-training-scratch-against-transfer-flips-against-heavy-tta-upscaling"
+    assert headlines[2][2].startswith("heavy against flips scratch pending, pretrained +5.00 points")
+    assert "| `--aug flips` | Resize, HorizontalFlip, VerticalFlip | plain, hflip, vflip, hvflip |" in text
+
+
+def test_one_seed_is_never_called_a_difference():
+    assert "1 seed: no spread yet" in report.compare([0.9], [0.8, 0.81], "a", "b")
+    assert "within seed noise" in report.compare([0.90, 0.95, 0.85], [0.91, 0.86, 0.96], "a", "b")
