@@ -2,6 +2,7 @@
 that `--help` answers at once. Each tuple is implemented by the module named beside it, which
 imports it from here (one list, one place)."""
 import argparse
+import math
 
 LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # models.py
 TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny",
@@ -23,6 +24,35 @@ def arch(name):
     if name in ARCHS or (name.startswith("timm:") and len(name) > 5):
         return name
     raise argparse.ArgumentTypeError(f"{name!r}: choose from {', '.join(ARCHS)}, or timm:NAME")
+
+
+def bounded(kind, low=None, high=None, open_low=False, open_high=False):
+    """argparse type: an int or a finite float within [low, high] (an end left out is unbounded, an open one
+    excluded), so a value out of range is one `error:` line before any work starts."""
+    interval = (f"{'(' if open_low else '['}{'-inf' if low is None else low}, "
+                f"{'inf' if high is None else high}{')' if open_high else ']'}")
+
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if ((low is not None and (value < low or (open_low and value == low)))
+                or (high is not None and (value > high or (open_high and value == high)))):
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+    return convert
+
+
+POSITIVE_INT = bounded(int, 1)
+NON_NEGATIVE_INT = bounded(int, 0)
+POSITIVE = bounded(float, 0, open_low=True)
+NON_NEGATIVE = bounded(float, 0)
+FRACTION = bounded(float, 0, 1)  # a share, 0 and 1 included
+PROBABILITY = bounded(float, 0, 1, open_high=True)  # dropout, smoothing, EMA decay: 1 would stop learning
+IMAGE_SIZE = bounded(int, 16, 2048)  # the small CNN pools 4 times; beyond 2048 px a batch rarely fits in memory
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

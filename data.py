@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from choices import NUMBER_BLOCK, VAL_FRACTION
-from utils import UserError, append_csv, pyplot, run_cli, save_photo_figure
+from utils import UserError, append_csv, pyplot, run_cli, safe_name, save_photo_figure
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_data" / "digits"
@@ -307,7 +307,6 @@ def read_labels_csv(folder, csv_path):
         warnings.warn(f"{len(missing)} ids in {csv_path} have no image in {folder} (first: {missing[0]}); skipped")
     if unlabeled:
         warnings.warn(f"{len(unlabeled)} rows of {csv_path} have an empty label (first: {unlabeled[0]}); skipped")
-    check_label_spelling(found, csv_path)
     return Split(paths, found)
 
 
@@ -336,6 +335,9 @@ def read_dataset(data_dir):
     if ds["train"].labels is None:
         raise UserError(f"{data_dir}/train has no labels: use class subfolders or a train.csv (id,label)")
     ds["classes"] = sorted(set(ds["train"].labels))
+    check_label_spelling(ds["classes"], f"{data_dir}/train")  # train/bike beside train/Bike, or in train.csv
+    for name in ds["classes"]:  # labels become folder names (data.py split, superres.py upscale)
+        safe_name(name, f"{data_dir}/train: class")
     if len(ds["classes"]) < 2:
         raise UserError(f"{data_dir}/train has {len(ds['classes'])} class; classification needs at least 2")
     for name in ("val", "test"):

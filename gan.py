@@ -45,7 +45,8 @@ from data import load_rgb, read_dataset, resolve_data_dir, take_fraction, train_
 from models import build_model
 from choices import AMP, NUMBER_BLOCK, VAL_FRACTION
 from utils import (UserError, amp_dtype, append_csv, ema_update, environment, latest_run, load_checkpoint, new_run_dir,
-                   pick_device, pyplot, read_csv, run_cli, save_checkpoint, save_epoch_figure, seed_everything, write_json)
+                   pick_device, pyplot, read_csv, run_cli, safe_name, save_checkpoint, save_epoch_figure, seed_everything,
+                   write_json)
 
 FD_NOTE = "FD on efficientnet_lite0 features: NOT comparable with Inception-FID numbers"
 FD_SIZE = 128  # images are upscaled to this before the feature network, which was trained at 224 px
@@ -479,6 +480,8 @@ def sample(args):
     run = args.run or latest_run(required="last.pt", pattern="gan-*", trainer="gan.py")
     path, state = read_gan_checkpoint(run, "--run", args.trust_checkpoint)
     classes, saved = state["classes"], argparse.Namespace(**state["args"])
+    for name in classes:  # each becomes a folder under --out
+        safe_name(name, f"{path}: class")
     wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else classes
     unknown = [c for c in wanted if c not in classes]
     if unknown or not wanted:

@@ -37,7 +37,7 @@ from data import (ImageDataset, Split, list_images, load_rgb, make_loader, read_
                   scan_images)
 from models import load_run
 from scoring import publish, write_probabilities
-from choices import AMP
+from choices import AMP, NON_NEGATIVE_INT, POSITIVE_INT, bounded
 from utils import (UserError, amp_dtype, latest_run, load_checkpoint, loader_workers, pick_device, read_csv, run_cli,
                    write_json)
 
@@ -48,19 +48,19 @@ def parse_args(argv=None):
     p.add_argument("--data", help="competition folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("test", "val"))
     p.add_argument("--images", metavar="FILE_OR_DIR", help="predict these image files instead (no competition folder)")
-    p.add_argument("--top-k", type=int, default=3, help="classes per image in --images' CSV")
+    p.add_argument("--top-k", type=POSITIVE_INT, default=3, help="classes per image in --images' CSV")
     p.add_argument("--export", choices=("onnx", "torchscript"), help="write the model for deployment and stop")
-    p.add_argument("--tta", type=int, default=1,
+    p.add_argument("--tta", type=POSITIVE_INT, default=1,
                    help="test-time views to consider (1: none); those that lower validation accuracy are dropped")
     p.add_argument("--out", help="folder for the predictions, submission and reports (default: the run folder)")
     p.add_argument("--solution", help="id,label[,Usage] CSV to score test predictions (default: DATA/solution.csv)")
     p.add_argument("--analysis", action="store_true", help="write the error analysis (needs labels)")
-    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="TAU",
+    p.add_argument("--logit-adjust", type=bounded(float), default=0.0, metavar="TAU",
                    help="subtract TAU * log(training class prior) from the logits (0: off)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a best.pt that holds more than weights (it could run code): only for your own files")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int,
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    p.add_argument("--workers", type=NON_NEGATIVE_INT,
                    help="data loader processes (default: one per core but the main process's, at most 8)")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=AMP, help="as train.py")

@@ -31,13 +31,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from choices import (AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, NUMBER_BLOCK, UPSCALE, VAL_FRACTION,
-                     WORKERS_HELP, HelpFormatter, arch)
+from choices import (AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, FRACTION, IMAGE_SIZE, NON_NEGATIVE,
+                     NON_NEGATIVE_INT, NUMBER_BLOCK, POSITIVE, POSITIVE_INT, PROBABILITY, UPSCALE, VAL_FRACTION,
+                     WORKERS_HELP, HelpFormatter, arch, bounded)
 
 # What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
-# recipe grid: reports/archive/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain script
-# in ../shared/bench does. Input size and epochs come from the data (derive_defaults).
+# recipe grid: reports/archive/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain
+# script in ../shared/bench does. Input size and epochs come from the data (derive_defaults).
 DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e-4, label_smoothing=0.1, drop=0.2),
             "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
 # The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
@@ -55,17 +56,17 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
-    g.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+    g.add_argument("--val-fraction", type=bounded(float, 0, 1, open_high=True), default=VAL_FRACTION,
                    help="held out of train/ when there is no val/; 0: train on all of it (a final fit, with the "
                         "epochs cross-validation chose) and keep the last epoch")
-    g.add_argument("--block", type=int, default=NUMBER_BLOCK, help="numbered files in blocks of N stay on one side of the split")
+    g.add_argument("--block", type=NON_NEGATIVE_INT, default=NUMBER_BLOCK, help="numbered files in blocks of N stay on one side of the split")
     g.add_argument("--split-seed", type=int, help="seed of the validation split and of --train-fraction (default: "
                                                   "--seed); fix it to train every seed on the same images")
-    g.add_argument("--train-fraction", type=float, default=1.0,
+    g.add_argument("--train-fraction", type=bounded(float, 0, 1, open_low=True), default=1.0,
                    help="train on this stratified fraction (low-data studies)")
-    g.add_argument("--folds", type=int, default=0, help="k-fold cross-validation: train K runs, each holding out one "
+    g.add_argument("--folds", type=NON_NEGATIVE_INT, default=0, help="k-fold cross-validation: train K runs, each holding out one "
                                                         "leak-free fold, and write out-of-fold predictions")
-    g.add_argument("--fold", type=int, help="with --folds: train only this fold (0..K-1), e.g. one per machine, "
+    g.add_argument("--fold", type=NON_NEGATIVE_INT, help="with --folds: train only this fold (0..K-1), e.g. one per machine, "
                                             "with the same --name")
     g = p.add_argument_group("model")
     g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (efficientnet_lite0)")
@@ -75,12 +76,12 @@ def parse_args(argv=None):
                    help="ImageNet weights for a torchvision or timm --arch: its state_dict in a .pth file (offline, "
                         "e.g. from a Kaggle dataset)")
     g.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
-    g.add_argument("--width", type=int, help="smallcnn's first-stage channels, doubled in each next (default 32)")
-    g.add_argument("--drop", type=float, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
+    g.add_argument("--width", type=POSITIVE_INT, help="smallcnn's first-stage channels, doubled in each next (default 32)")
+    g.add_argument("--drop", type=PROBABILITY, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
     g.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention); a run "
                                                  "of other classes, e.g. on another dataset, gives all but its head")
     g = p.add_argument_group("input and augmentation")
-    g.add_argument("--img-size", type=int, help="input size (default: the images' median short side, within 32-64 px "
+    g.add_argument("--img-size", type=IMAGE_SIZE, help="input size (default: the images' median short side, within 32-64 px "
                                                 "from scratch and 160-192 px pretrained)")
     g.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when enlarging")
     g.add_argument("--aug", default="light", choices=AUGMENTATIONS,
@@ -88,58 +89,58 @@ def parse_args(argv=None):
                         "light (shift, zoom, horizontal flip); heavy (crop, colour, rotation, horizontal flip)")
     g.add_argument("--vflip", action="store_true", help="vertical flips in --aug light/heavy too, and in TTA (--aug flips has them)")
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
-    g.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
+    g.add_argument("--mix-alpha", type=POSITIVE, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="default: 30 at 64 px from scratch, 7 at 192 px pretrained, more at "
+    g.add_argument("--epochs", type=POSITIVE_INT, help="default: 30 at 64 px from scratch, 7 at 192 px pretrained, more at "
                                               "smaller sizes and for small datasets (derive_defaults)")
-    g.add_argument("--batch-size", type=int, help="default 32, 16 under 1,000 training images")
+    g.add_argument("--batch-size", type=POSITIVE_INT, help="default 32, 16 under 1,000 training images")
     g.add_argument("--optimizer", choices=("adamw", "sgd"),
                    help="default sgd (Nesterov) from scratch, adamw pretrained")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
-    g.add_argument("--weight-decay", type=float, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
+    g.add_argument("--lr", type=POSITIVE, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
+    g.add_argument("--weight-decay", type=NON_NEGATIVE, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
     g.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "step", "plateau"),
                    help="learning rate after the warmup (LRSchedule)")
-    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the schedule")
-    g.add_argument("--plateau-patience", type=int, default=2, help="--schedule plateau: epochs without improvement "
+    g.add_argument("--warmup-epochs", type=NON_NEGATIVE, default=1.0, help="linear warmup before the schedule")
+    g.add_argument("--plateau-patience", type=POSITIVE_INT, default=2, help="--schedule plateau: epochs without improvement "
                                                                     "before each x0.1")
-    g.add_argument("--freeze-epochs", type=int, default=0, help="train only the head for the first N epochs")
-    g.add_argument("--accum", type=int, default=1, help="accumulate gradients over N batches per optimizer step")
-    g.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
-    g.add_argument("--label-smoothing", type=float, help="default 0.1")
+    g.add_argument("--freeze-epochs", type=NON_NEGATIVE_INT, default=0, help="train only the head for the first N epochs")
+    g.add_argument("--accum", type=POSITIVE_INT, default=1, help="accumulate gradients over N batches per optimizer step")
+    g.add_argument("--ema", type=PROBABILITY, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
+    g.add_argument("--label-smoothing", type=PROBABILITY, help="default 0.1")
     g.add_argument("--monitor", default="val_loss", choices=("val_acc", "val_loss", "val_f1"),
                    help="what early stopping and best.pt follow (the loss: a small validation set's accuracy "
                         "saturates or jumps by single images long before the schedule has annealed)")
-    g.add_argument("--patience", type=int, default=5, help="stop after N epochs without improvement, once the "
+    g.add_argument("--patience", type=POSITIVE_INT, default=5, help="stop after N epochs without improvement, once the "
                    "learning rate is down to a tenth of its peak")
     g = p.add_argument_group("loss, class balancing, hard examples and synthetic images (balance.py)")
     g.add_argument("--loss", default="ce", choices=("ce", "focal"))
-    g.add_argument("--focal-gamma", type=float, default=2.0)
-    g.add_argument("--switch-to-focal-epoch", type=int, default=0, help="use focal loss from this epoch on (0: never)")
-    g.add_argument("--switch-to-focal-on-plateau", type=int, default=0, metavar="N",
+    g.add_argument("--focal-gamma", type=NON_NEGATIVE, default=2.0)
+    g.add_argument("--switch-to-focal-epoch", type=NON_NEGATIVE_INT, default=0, help="use focal loss from this epoch on (0: never)")
+    g.add_argument("--switch-to-focal-on-plateau", type=NON_NEGATIVE_INT, default=0, metavar="N",
                    help="use focal loss once the monitored metric has not improved for N epochs (0: never)")
     g.add_argument("--balance", default="none", choices=BALANCE_METHODS, help="class balancing")
-    g.add_argument("--cb-beta", type=float, default=0.999, help="beta of --balance effective")
+    g.add_argument("--cb-beta", type=PROBABILITY, default=0.999, help="beta of --balance effective")
     g.add_argument("--heavy-classes", default="", help="comma-separated classes trained with --aug heavy")
     g.add_argument("--oversample-classes", default="", help="comma-separated classes repeated --oversample-factor times")
-    g.add_argument("--oversample-factor", type=float, default=2.0)
-    g.add_argument("--hard-fraction", type=float, default=0.0,
+    g.add_argument("--oversample-factor", type=POSITIVE, default=2.0)
+    g.add_argument("--hard-fraction", type=FRACTION, default=0.0,
                    help="with --init: draw this fraction of highest-loss training images more often")
-    g.add_argument("--hard-factor", type=float, default=4.0, help="how much more often hard examples are drawn")
+    g.add_argument("--hard-factor", type=POSITIVE, default=4.0, help="how much more often hard examples are drawn")
     g.add_argument("--synthetic", metavar="DIR", help="generated images in DIR/<class>/ (python gan.py sample)")
-    g.add_argument("--synthetic-ratio", type=float, default=0.5,
+    g.add_argument("--synthetic-ratio", type=NON_NEGATIVE, default=0.5,
                    help="synthetic images per class, as a fraction of its real training images")
     g.add_argument("--synthetic-aug", default="light", choices=AUGMENTATIONS, help="pipeline for synthetic images")
     g.add_argument("--synthetic-only", action="store_true",
                    help="train on all of DIR's images and no real ones (Classification Accuracy Score)")
     g.add_argument("--pseudo", metavar="CSV", help="add test images as predicted in CSV (a test_predictions.csv of "
                                                    "predict.py or ensemble.py, or its folder) to the training set")
-    g.add_argument("--pseudo-threshold", type=float, default=0.99,
+    g.add_argument("--pseudo-threshold", type=FRACTION, default=0.99,
                    help="only predictions at least this confident (ensemble.py prints the one the OOF supports)")
     g = p.add_argument_group("run")
     g.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workers", type=int, help=WORKERS_HELP)
+    g.add_argument("--workers", type=NON_NEGATIVE_INT, help=WORKERS_HELP)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     g.add_argument("--amp", default="auto", choices=AMP, help="auto: bf16 where the GPU or CPU computes it natively, "
                                                                "else fp16 on CUDA and fp32 on the CPU")
@@ -191,6 +192,7 @@ def main(argv=None):
                 print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
             train_loss, train_acc = train_one_epoch(run, criterion, epoch)
             metrics = evaluate(run, run.eval_model)[0] if run.val.paths else {}
+            check_finite(run, epoch, train_loss, metrics)  # before the checkpoint: a NaN model is never saved
             is_best = run.stopper.update(metrics)
             on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
             row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
@@ -326,6 +328,16 @@ def print_split(rows, run_dir):
     for r in rows:
         print(f"{r['class']:<{width}}  {r['train']:5d}  {r['held_out']:5d}  {r['share']:5.1%}")
     write_csv(run_dir / "split_counts.csv", rows)
+
+
+def check_finite(run, epoch, train_loss, metrics):
+    """Stop with one error line when the loss diverged, keeping the checkpoints of the last good epoch."""
+    losses = {"training": train_loss, "validation": metrics.get("val_loss", 0.0)}
+    diverged = [f"{name} loss {value}" for name, value in losses.items() if not math.isfinite(value)]
+    if diverged:
+        kept = f"{run.run_dir}/last.pt holds epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
+        raise UserError(f"epoch {epoch}: {' and '.join(diverged)}: training diverged (a learning rate of "
+                        f"{run.args.lr:g} too high?); {kept}")
 
 
 def train_one_epoch(run, criterion, epoch):

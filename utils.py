@@ -9,6 +9,7 @@ import os
 import pickle
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -145,9 +146,30 @@ def environment():
             **cpu_description(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")  # separators and control characters
+
+
+def safe_name(name, what):
+    """name as one file or folder name, or a one-line error. A class label (from a folder, a CSV or a
+    checkpoint) becomes a path only through here, so no write leaves the folder the user gave."""
+    if not isinstance(name, str) or name.strip() in ("", ".", "..") or UNSAFE_IN_NAME.search(name):
+        raise UserError(f"{what} {name!r} cannot be a folder name: no '/', '\\', control characters, '.' or '..'")
+    return name
+
+
+def safe_relative_path(name, what):
+    """A relative path whose every part is a safe_name (a run name such as GRID/ROW-s0), or a one-line error."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{what} {name!r} is empty")
+    for part in name.split("/"):
+        safe_name(part, f"{what} {name!r}: part")
+    return name
+
+
 def new_run_dir(name, numbered=True):
     """runs/NAME, or runs/NAME-2, -3, ... when it exists (two runs started at once never share one);
-    with numbered=False an existing runs/NAME is an error instead."""
+    with numbered=False an existing runs/NAME is an error instead. NAME stays under runs/ (safe_relative_path)."""
+    safe_relative_path(name, "run name")
     try:
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, 1000 if numbered else 2):
