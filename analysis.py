@@ -167,8 +167,8 @@ def save_gallery(errors, title, out_path, heat_map=None):
             ax.imshow(image)
             ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
         ax.set_title(f"{e['true']} -> {e['predicted']}\np={e['confidence']:.2f}", fontsize=8)
-    fig.suptitle(title + (": Grad-CAM of the predicted class (red: where the model looked)" if heat_map else ""),
-                 fontsize=9 if heat_map else None)
+    fig.suptitle(title + ("\nunder the Grad-CAM map of the\npredicted class (red: where the model looked)"
+                          if heat_map else ""), fontsize=9 if heat_map else None)
     fig.tight_layout()
     save_photo_figure(fig, out_path)
 

@@ -157,6 +157,8 @@ def synthetic_images(args, classes, real_counts):
         if args.balance == "synthetic" or args.synthetic_only:
             raise UserError("--balance synthetic and --synthetic-only need --synthetic DIR (python gan.py sample)")
         return [], []
+    if not Path(args.synthetic).is_dir():
+        raise UserError(f"--synthetic {args.synthetic}: folder not found (python gan.py sample --out DIR writes one)")
     found = read_folder(args.synthetic)
     if found.labels is None:
         raise UserError(f"--synthetic {args.synthetic}: expected class folders DIR/<class>/ as gan.py sample writes")

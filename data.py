@@ -194,6 +194,9 @@ def read_folder(folder, labels_csv=None):
     if class_dirs and loose:
         raise UserError(f"{folder} holds both class folders and {len(loose)} images outside them (first: "
                         f"{loose[0].name}): put every image in its class folder, or use a flat folder only")
+    if class_dirs and labels_csv is not None and Path(labels_csv).is_file():
+        warnings.warn(f"{folder} has class folders, so {labels_csv} is not read: the folders give the labels",
+                      stacklevel=2)
     if class_dirs:
         paths, labels = [], []
         for d in class_dirs:
@@ -218,9 +221,12 @@ def read_folder(folder, labels_csv=None):
     readable = set(kept)
     split.skipped = [p for i, p in enumerate(split.paths) if i not in readable]
     split.paths = [split.paths[i] for i in kept]
+    lost = set(split.labels) - {split.labels[i] for i in kept} if split.labels else set()
     split.labels = None if split.labels is None else [split.labels[i] for i in kept]
     if not split.paths:
         raise UserError(f"no readable images in {folder}")
+    if lost:  # a model with one class fewer would train without a word
+        raise UserError(f"{folder}: no readable image of class {', '.join(sorted(lost))}: fix or remove its images")
     return split
 
 

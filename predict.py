@@ -38,8 +38,8 @@ from data import (ImageDataset, Split, list_images, load_rgb, make_loader, read_
 from models import load_run
 from scoring import publish, write_probabilities
 from choices import AMP, NON_NEGATIVE_INT, POSITIVE_INT, bounded
-from utils import (UserError, amp_dtype, latest_run, load_checkpoint, loader_workers, pick_device, read_csv, run_cli,
-                   write_json)
+from utils import (UserError, amp_dtype, check_writable, latest_run, load_checkpoint, loader_workers, pick_device,
+                   read_csv, run_cli, run_folder, write_json)
 
 
 def parse_args(argv=None):
@@ -258,7 +258,7 @@ def grad_cam_maps(run_dir, classes, device, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    run_dir = Path(args.run) if args.run else latest_run(nested="fold-*")
+    run_dir = run_folder(args.run, "--run") if args.run else latest_run(nested="fold-*")
     device = pick_device(args.device)
     args.workers = loader_workers(args.workers, device)
     members = members_of(run_dir)
@@ -276,7 +276,12 @@ def main(argv=None):
     split, plain_probs, mean_probs, embeddings, views, val_parts = predict_members(args, members, ds, device)
 
     out_dir = Path(args.out) if args.out else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(out_dir, 0)
+    except (OSError, UserError) as e:
+        raise UserError(f"cannot write the predictions into {out_dir} ({getattr(e, 'strerror', None) or e}): "
+                        "pass --out DIR") from None
     if all(val is not None for val, _ in val_parts):  # validation with the same views: for ensemble.py
         write_probabilities(out_dir / "oof_tta_predictions.csv", [p for val, _ in val_parts for p in val.paths],
                             classes, torch.cat([probs for _, probs in val_parts]),

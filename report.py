@@ -69,7 +69,7 @@ def compare(a, b, name_a, name_b):
     diff = 100 * (np.mean(a) - np.mean(b))
     said = f"{name_a} {np.mean(a):.4f} against {name_b} {np.mean(b):.4f} ({diff:+.2f} points"
     if min(len(a), len(b)) < 2:
-        return said + f"; {min(len(a), len(b))} seed: no spread yet)"
+        return said + f"; {len(a)} and {len(b)} seeds: no spread yet)"
     error = 100 * math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
     verdict = "beyond" if abs(diff) > 2 * error else "within"
     return said + f", {verdict} seed noise: twice its standard error is {2 * error:.2f}; {len(a)} and {len(b)} seeds)"
@@ -109,7 +109,8 @@ def data_section(reports):
             *figure(reports, "eda-vehicles6/examples.png", "examples of each class", command, LICENCE)]
     answer = (f"Balance ratio {eda['imbalance_ratio']:.1f}, images {eda['median_short_side']:.0f} px on the short "
               f"side, {eda['near_duplicates']} near-duplicate pairs within classes, {eda['label_conflicts']} across, "
-              f"{eda['test_near_train']} test images nearly matching a training image. So: " + " ".join(eda["conclusions"]))
+              f"{eda['test_near_train']} test images nearly matching a training image. Conclusions drawn: "
+              + " ".join(eda["conclusions"]))
     headline = (f"{sum(eda['counts'].values())} images in {len(eda['counts'])} classes, balance ratio "
                 f"{eda['imbalance_ratio']:.1f}, {eda['median_short_side']:.0f} px, {eda['near_duplicates']} "
                 "near-duplicate pairs kept on one side of the split")
@@ -134,8 +135,9 @@ def augmentation_section(reports, main_rows):
         kept = {aug: values(main_rows.get(f"{kind}-{aug}", []), "kept_val_acc") for aug in ("flips", "light", "heavy")}
         best = max(kept, key=lambda aug: np.mean(kept[aug])) if all(kept.values()) else "pending"
         short.append(f"{kind} {best}")
-        picks.append(f"{kind} {best}" + (f" ({np.mean(kept[best]):.4f} mean validation accuracy at the kept epoch, "
-                                         f"{min(map(len, kept.values()))}+ seeds a row)" if all(kept.values()) else ""))
+        seeds = sorted({len(runs) for runs in kept.values()})
+        picks.append(f"{kind} {best}" + (f" (mean validation accuracy {np.mean(kept[best]):.4f} at the kept epoch; "
+                                         f"{'-'.join(map(str, seeds))} seeds a row)" if all(kept.values()) else ""))
     answer = ("Of flips, light and heavy, validation, which chooses, picks " + "; ".join(picks)
               + ". The test scores of every pipeline are in section 3.")
     return section("2. Augmentation and the loader", "What does each pipeline show the model, and how do the "
@@ -161,19 +163,27 @@ def training_section(reports, rows):
             f"seeds 0-2; per-class recall, rows' arguments and curves in [{MAIN_GRID}.md]({MAIN_GRID}.md).", "",
             *table(header, cells), "",
             *figure(reports, f"{MAIN_GRID}_bars.png", "test accuracy with TTA, mean ± std over seeds", MAIN_COMMAND),
+            "Loss, accuracy and learning rate of one run (the small CNN with flips, seed 0): a warmup epoch into "
+            "OneCycle, validation loss flat for the last third, best.pt kept at its lowest:", "",
+            *figure(reports, "task/curves_scratch-flips-s0.png", "loss, accuracy and learning rate per epoch",
+                    f"cp runs/{MAIN_GRID}/scratch-flips-s0/curves.png reports/task/curves_scratch-flips-s0.png"),
             *schedule_lines(reports)]
     heavy_gain = [100 * (np.mean(acc[f"{kind}-heavy"]) - np.mean(acc[f"{kind}-flips"])) if acc.get(f"{kind}-heavy")
                   and acc.get(f"{kind}-flips") else None for kind in ("scratch", "pretrained")]
-    headline = ("heavy against flips " + ", ".join(f"{kind} {'pending' if gain is None else f'{gain:+.2f} points'}"
-                                                   for kind, gain in zip(("scratch", "pretrained"), heavy_gain))
+    seeds = [f"{len(acc.get(f'{kind}-heavy', []))} and {len(acc.get(f'{kind}-flips', []))} seeds"
+             for kind in ("scratch", "pretrained")]
+    headline = ("heavy against flips: " + ", ".join(
+        f"{kind} {'pending' if gain is None else f'{gain:+.2f} points ({n})'}"
+        for kind, gain, n in zip(("scratch", "pretrained"), heavy_gain, seeds))
                 + (f"; TTA {100 * np.mean(tta):+.2f} points on average over {len(tta)} runs" if tta else ""))
     answer = " ".join([
         "Heavy over flips, from scratch: " + compare(acc.get("scratch-heavy"), acc.get("scratch-flips"), "heavy", "flips")
         + "; with transfer: " + compare(acc.get("pretrained-heavy"), acc.get("pretrained-flips"), "heavy", "flips") + ".",
         "Transfer over scratch (light): " + compare(acc.get("pretrained-light"), acc.get("scratch-light"),
                                                     "pretrained", "scratch") + ".",
-        (f"TTA: {np.mean(tta):+.4f} test accuracy on average over {len(tta)} runs (paired, per run: from "
-         f"{min(tta):+.4f} to {max(tta):+.4f})." if tta else "TTA: pending."),
+        (f"TTA: {100 * np.mean(tta):+.2f} points of test accuracy on average over {len(tta)} runs (each run with "
+         f"and without: from {100 * min(tta):+.2f} to {100 * max(tta):+.2f}; the views kept are those that do not "
+         "lower validation accuracy)." if tta else "TTA: pending."),
         "Upscaling to 160 px: " + compare(acc.get("pretrained-light-espcn"), acc.get("pretrained-light"), "ESPCN",
                                           "bicubic") + "; "
         + compare(acc.get("pretrained-light"), acc.get("pretrained-light-nearest"), "bicubic", "nearest") + "."])

@@ -8,6 +8,7 @@
     SPLIT_metrics.json        the same numbers for scripts
 """
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +63,13 @@ def write_submission(path, ids, labels, sample_csv):
     missing = [r[id_col] for r in rows if key(r[id_col]) not in predicted]
     if missing:
         raise UserError(f"{sample_csv} lists {len(missing)} ids with no image in test/ (first: {missing[0]})")
-    with open(path, "w", newline="") as f:
+    partial = Path(f"{path}.tmp")  # renamed when complete: an interrupted write never replaces a good submission
+    with open(partial, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, label_col: predicted[key(row[id_col])]})
+    os.replace(partial, path)
 
 
 def score_metrics(classes, labels, plain, tta, usage):

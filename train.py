@@ -177,7 +177,7 @@ from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_datase
 from models import build_model, load_run
 from utils import (UserError, amp_dtype, append_csv, check_writable, ema_update, environment, from_rank_zero,
                    init_distributed, load_checkpoint, loader_workers, lock_run, new_run_dir, pick_device, plot_curves,
-                   read_csv, run_cli, save_checkpoint, seed_everything, write_csv, write_json)
+                   read_csv, run_cli, run_folder, save_checkpoint, seed_everything, write_csv, write_json)
 
 
 def main(argv=None):
@@ -499,6 +499,9 @@ def resume_state(args):
     state = load_checkpoint(last, ("model", "optimizer", "args", "epoch"), "train.py (a last.pt)",
                             trust=args.trust_checkpoint)
     saved = argparse.Namespace(**state["args"])
+    if args.epochs is not None and args.epochs != saved.epochs:  # its schedule was laid out for saved.epochs
+        raise UserError(f"--resume continues the run's own {saved.epochs} epochs; for more, fine-tune it: "
+                        f"python train.py --init {last.parent} --epochs {args.epochs}")
     saved.workers, saved.device = args.workers, args.device  # where it runs now may differ
     saved.trust_checkpoint = args.trust_checkpoint
     print(f"resuming {last.parent} after epoch {state['epoch']}")
@@ -606,7 +609,8 @@ def prepare(args):
     balance = BalanceOptions.from_args(args)
     train_paths, train_targets, pipeline = training_images(train, classes, balance, ds["test"])
     counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
-    init_model, init = load_run(args.init, trust=args.trust_checkpoint) if args.init else (None, None)
+    init_model, init = (load_run(run_folder(args.init, "--init"), trust=args.trust_checkpoint) if args.init
+                        else (None, None))
     if init is not None and init["classes"] != classes and rank == 0:
         print(f"--init {args.init} was trained on other classes ({', '.join(init['classes'])}): its weights "
               "without its head, and a new head for these classes")

@@ -45,7 +45,15 @@ def seed_everything(seed):
 def pick_device(name="auto"):
     """--device, or the best there is: under torchrun, this process's own GPU (LOCAL_RANK)."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:1, mps)") from None
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise UserError(f"--device {name}: MPS is not available here")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if torch.backends.mps.is_available():
@@ -154,6 +162,8 @@ def safe_name(name, what):
     checkpoint) becomes a path only through here, so no write leaves the folder the user gave."""
     if not isinstance(name, str) or name.strip() in ("", ".", "..") or UNSAFE_IN_NAME.search(name):
         raise UserError(f"{what} {name!r} cannot be a folder name: no '/', '\\', control characters, '.' or '..'")
+    if len(name.encode("utf-8", "surrogateescape")) > 200:  # file systems stop at 255 bytes; leave room for suffixes
+        raise UserError(f"{what} {name[:40]!r}... cannot be a folder name: longer than 200 bytes")
     return name
 
 
@@ -197,6 +207,16 @@ def lock_run(run_dir):
     return handle
 
 
+def run_folder(path, option):
+    """A run folder given as `option` (--run, --init): a file inside it is named as the mistake it is."""
+    path = Path(path)
+    if path.is_file():
+        raise UserError(f"{option} {path} is a file: pass the run folder that holds it ({path.parent})")
+    if not path.is_dir():
+        raise UserError(f"{option} {path}: run folder not found")
+    return path
+
+
 def check_writable(run_dir, needed_bytes):
     """Fail before the first epoch, not after it, when the run folder cannot take its checkpoints."""
     probe = Path(run_dir) / ".write-test"
@@ -236,8 +256,9 @@ def save_checkpoint(state, is_best, run_dir):
             os.replace(tmp, path)
         except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError of its zip writer
             tmp.unlink(missing_ok=True)
+            cause = ("make the folder writable" if isinstance(e, PermissionError) else "free some space")
             raise UserError(f"could not write {path} ({str(e).splitlines()[0]}); last.pt still holds the epoch "
-                            "before: free some space, then --resume") from None
+                            f"before: {cause}, then --resume") from None
 
 
 TRUST_FLAG = "--trust-checkpoint"

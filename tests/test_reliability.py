@@ -156,3 +156,33 @@ def test_float_tiff_in_zero_one_is_not_black(tmp_path):
     Image.fromarray(a, mode="F").save(tmp_path / "float.tif")
     rgb = data.load_rgb(tmp_path / "float.tif")
     assert rgb.max() == 255 and rgb.min() == 0 and abs(rgb.mean() - 127.5) < 2
+
+
+def test_a_class_whose_images_are_all_unreadable_is_an_error_not_a_class_fewer(competition):
+    for path in (competition / "train" / "blue").iterdir():
+        path.write_bytes(b"not an image")
+    with pytest.warns(UserWarning), pytest.raises(UserError, match="no readable image of class blue"):
+        data.read_dataset(competition)
+
+
+def test_class_folders_beside_a_train_csv_say_which_one_is_read(competition):
+    (competition / "train.csv").write_text("id,label\nred0,blue\n")
+    with pytest.warns(UserWarning, match="train.csv is not read"):
+        assert data.read_dataset(competition)["classes"] == ["blue", "green", "red"]
+
+
+def test_settings_that_cannot_be_honoured_are_errors(trained_run, tmp_path, monkeypatch):
+    import utils
+    monkeypatch.chdir(tmp_path)  # any run folder lands here
+    with pytest.raises(UserError, match="CUDA GPU"):
+        utils.pick_device("cuda:7" if not __import__("torch").cuda.device_count() else "cuda:4096")
+    _, data_dir, run_dir = trained_run
+    with pytest.raises(UserError, match=r"--run .*best.pt is a file: pass the run folder that holds it"):
+        predict.main(["--run", str(run_dir / "best.pt")])
+    with pytest.raises(UserError, match=r"--init .*best.pt is a file"):
+        train.main(["--data", str(data_dir), "--init", str(run_dir / "best.pt")])
+    with pytest.raises(UserError, match="--resume continues the run's own 2 epochs"):
+        train.main(["--resume", str(run_dir), "--epochs", "12"])
+    with pytest.raises(UserError, match="--synthetic .*missing: folder not found"):
+        train.main(["--data", str(data_dir), "--synthetic", str(tmp_path / "missing"), "--epochs", "1",
+                    "--workers", "0"])

@@ -29,10 +29,10 @@ def test_task_report_from_records_alone(tmp_path):
     assert "heavy against flips: pending" in text  # from scratch: no flips run yet
     assert "python data.py eda" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]  # no eda.json
     assert [anchor for _, anchor, _ in headlines][2] == "3-training-scratch-against-transfer-flips-against-heavy-tta-upscaling"
-    assert headlines[2][2].startswith("heavy against flips scratch pending, pretrained +5.00 points")
+    assert headlines[2][2].startswith("heavy against flips: scratch pending, pretrained +5.00 points (3 and 3 seeds)")
     assert "| `--aug flips` | Resize, HorizontalFlip, VerticalFlip | plain, hflip, vflip, hvflip |" in text
 
 
 def test_one_seed_is_never_called_a_difference():
-    assert "1 seed: no spread yet" in report.compare([0.9], [0.8, 0.81], "a", "b")
+    assert "1 and 2 seeds: no spread yet" in report.compare([0.9], [0.8, 0.81], "a", "b")
     assert "within seed noise" in report.compare([0.90, 0.95, 0.85], [0.91, 0.86, 0.96], "a", "b")
