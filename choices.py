@@ -13,7 +13,7 @@ AUGMENTATIONS = ("none", "flips", "light", "heavy")  # augment.py
 UPSCALE = ("nearest", "bilinear", "bicubic", "lanczos", "area")  # augment.py: interpolation when enlarging
 BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample", "synthetic")  # balance.py
 AMP = ("auto", "bf16", "fp16", "off")  # utils.amp_dtype
-VAL_FRACTION = 0.15  # train.py --val-fraction, data.py split --val and the split data.py eda shows
+VAL_FRACTION = 0.15  # train.py --val-fraction, data.py split --val and the split eda.py shows
 NUMBER_BLOCK = 25  # train.py and data.py --block: numbered files in blocks of this many stay together
 WORKERS_HELP = ("data loader processes (default: one per core but the main process's, at most 8; none for the small "
                 "CNN on a CPU of 2 cores or fewer, where loading in the main process is faster)")

@@ -99,7 +99,7 @@ def section(title, question, commands, body, answer):
 
 def data_section(reports):
     eda = load_json(reports / "eda-vehicles6" / "eda.json")
-    command = f"python data.py eda --data {DATA} --out reports/eda-vehicles6 --credit '{LICENCE}'"
+    command = f"python eda.py --data {DATA} --out reports/eda-vehicles6 --credit '{LICENCE}'"
     if eda is None:
         return section("1. The data", "What is in the car data?", [command], [], "pending"), "pending"
     rows = [[r["class"], str(r["images"]), str(r["train"]), str(r["held_out"])] for r in eda["split"]]

@@ -11,7 +11,7 @@ def run(cwd, script, *args):
 
 
 def test_whole_workflow_from_split_to_scored_predictions(tmp_path, competition):
-    steps = [("data.py", "eda", "--data", competition, "--out", "eda"),
+    steps = [("eda.py", "--data", competition, "--out", "eda"),
              ("data.py", "split", "--data", competition, "--out", "split", "--block", "4"),
              ("augment.py", "--data", competition, "--aug", "heavy", "--img-size", "48", "--out", "aug.png"),
              ("train.py", "--data", "split", "--epochs", "2", "--img-size", "32", "--batch-size", "8", "--workers",
@@ -36,7 +36,7 @@ def test_bad_input_is_one_line_never_a_traceback(tmp_path, competition):
     (tmp_path / "runs" / "broken" / "best.pt").write_text("not a checkpoint")
     cases = [("train.py", "--data", tmp_path / "missing"),
              ("train.py", "--data", competition),
-             ("data.py", "eda", "--data", tmp_path / "missing"),
+             ("eda.py", "--data", tmp_path / "missing"),
              ("predict.py", "--run", tmp_path / "runs" / "broken"),
              ("predict.py", "--run", tmp_path / "runs" / "nowhere")]
     for script, *args in cases:

@@ -1,4 +1,5 @@
 import io
+import json
 import warnings
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 import data
+import eda
 from conftest import make_competition
 from utils import UserError
 
@@ -126,18 +128,21 @@ def test_builtin_dataset_is_a_competition_folder(tmp_path):
 
 
 def test_eda_writes_report_and_plots(competition, tmp_path):
-    data.eda(competition, tmp_path / "eda")
+    eda.eda(competition, tmp_path / "eda")
     report = (tmp_path / "eda" / "eda.md").read_text()
     assert "imbalance ratio (largest / smallest class): 1.0" in report
     for png in ("class_balance.png", "examples.png", "sizes.png"):
         assert (tmp_path / "eda" / png).stat().st_size > 1000
     assert "examples.png" in report
     assert "| class | images | train | validation | share |" in report  # the split train.py makes, per class
+    summary = json.loads((tmp_path / "eda" / "eda.json").read_text())  # what report.py reads
+    assert summary["imbalance_ratio"] == 1.0 and summary["conclusions"][0].startswith("Balanced enough")
+    assert sum(row["images"] for row in summary["split"]) == sum(summary["counts"].values())
 
 
 def test_eda_without_examples_copies_no_image(competition, tmp_path):
     """--no-examples: a report to commit holds plots of counts and sizes, never the images themselves."""
-    data.eda(competition, tmp_path / "eda", examples=False)
+    eda.eda(competition, tmp_path / "eda", examples=False)
     assert not (tmp_path / "eda" / "examples.png").exists()
     assert "examples.png" not in (tmp_path / "eda" / "eda.md").read_text()
     assert (tmp_path / "eda" / "class_balance.png").is_file()

@@ -27,7 +27,7 @@ def test_task_report_from_records_alone(tmp_path):
     assert "| scratch-flips | 0/3 | pending |" in text
     assert "heavy 0.9510 against flips 0.9010 (+5.00 points, beyond seed noise" in text  # with transfer
     assert "heavy against flips: pending" in text  # from scratch: no flips run yet
-    assert "python data.py eda" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]  # no eda.json
+    assert "python eda.py" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]  # no eda.json
     assert [anchor for _, anchor, _ in headlines][2] == "3-training-scratch-against-transfer-flips-against-heavy-tta-upscaling"
     assert headlines[2][2].startswith("heavy against flips: scratch pending, pretrained +5.00 points (3 and 3 seeds)")
     assert "| `--aug flips` | Resize, HorizontalFlip, VerticalFlip | plain, hflip, vflip, hvflip |" in text
