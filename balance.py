@@ -26,7 +26,6 @@ from data import ImageDataset, make_loader, read_folder
 from utils import UserError, append_csv, read_csv
 
 
-
 def class_counts(targets, num_classes):
     return np.bincount(np.asarray(targets, dtype=int), minlength=num_classes)
 

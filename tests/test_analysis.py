@@ -34,8 +34,8 @@ def labeled_split(tmp_path, n_per_class=10):
         Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     centres = {"a": [1.0, 0.3, 0.0], "b": [1.0, -0.3, 0.0], "c": [0.0, 0.0, 1.0]}
-    embeddings = np.array([centres[l] for l in labels]) + rng.normal(0, 0.05, (len(labels), 3))
-    probs = np.array([[0.8 if c == l else 0.1 for c in CLASSES] for l in labels])
+    embeddings = np.array([centres[label] for label in labels]) + rng.normal(0, 0.05, (len(labels), 3))
+    probs = np.array([[0.8 if c == label else 0.1 for c in CLASSES] for label in labels])
     ids = [f"id{i}" for i in range(len(labels))]
     return ids, paths, labels, probs, embeddings
 
@@ -106,7 +106,7 @@ def test_all_promised_files_exist_and_are_linked(analysed):
 
 def test_no_errors_writes_a_report_without_galleries(tmp_path):
     ids, paths, labels, _, embeddings = labeled_split(tmp_path)
-    probs = np.array([[0.9 if c == l else 0.05 for c in CLASSES] for l in labels])
+    probs = np.array([[0.9 if c == label else 0.05 for c in CLASSES] for label in labels])
     summary = write_analysis(tmp_path / "out", "test", CLASSES, ids, paths, labels, probs, embeddings)
     assert "no errors" in summary
     assert "No errors" in (tmp_path / "out" / "test_analysis.md").read_text()
