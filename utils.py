@@ -162,7 +162,11 @@ def safe_name(name, what):
     checkpoint) becomes a path only through here, so no write leaves the folder the user gave."""
     if not isinstance(name, str) or name.strip() in ("", ".", "..") or UNSAFE_IN_NAME.search(name):
         raise UserError(f"{what} {name!r} cannot be a folder name: no '/', '\\', control characters, '.' or '..'")
-    if len(name.encode("utf-8", "surrogateescape")) > 200:  # file systems stop at 255 bytes; leave room for suffixes
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in a file name: no CSV or report could hold it
+        raise UserError(f"{what} {name!r} is not valid UTF-8: rename it") from None
+    if len(name.encode("utf-8")) > 200:  # file systems stop at 255 bytes; leave room for suffixes
         raise UserError(f"{what} {name[:40]!r}... cannot be a folder name: longer than 200 bytes")
     return name
 
@@ -199,7 +203,10 @@ def lock_run(run_dir):
     """Hold an exclusive lock on the run folder for as long as this process lives, so that two
     trainings (a --resume started twice) never write one folder; fails at once if it is taken."""
     import fcntl
-    handle = open(Path(run_dir) / ".lock", "a")
+    try:
+        handle = open(Path(run_dir) / ".lock", "a")
+    except OSError as e:
+        raise UserError(f"cannot write to {run_dir} ({e.strerror}): make it writable, or copy the run") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

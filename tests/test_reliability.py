@@ -186,3 +186,15 @@ def test_settings_that_cannot_be_honoured_are_errors(trained_run, tmp_path, monk
     with pytest.raises(UserError, match="--synthetic .*missing: folder not found"):
         train.main(["--data", str(data_dir), "--synthetic", str(tmp_path / "missing"), "--epochs", "1",
                     "--workers", "0"])
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_a_class_folder_so_named_refused(competition):
+    import os
+    bad = competition / "train" / "red" / os.fsdecode(b"bad\xff.png")
+    shutil.copy(next((competition / "train" / "red").iterdir()), bad)
+    with pytest.warns(UserWarning, match="not valid UTF-8"):
+        ds = data.read_dataset(competition)
+    assert bad not in ds["train"].paths and len(ds["train"].paths) == 3 * 16
+    shutil.copytree(competition / "train" / "red", competition / "train" / os.fsdecode(b"r\xffd"))
+    with pytest.warns(UserWarning), pytest.raises(UserError, match="not valid UTF-8"):
+        data.read_dataset(competition)
