@@ -130,6 +130,7 @@ def publish(out_dir, split_name, ds, split, plain_probs, probs, view_names, solu
     plain = [classes[i] for i in np.asarray(plain_probs).argmax(1)]
     tta = [classes[i] for i in np.asarray(probs).argmax(1)]
     write_probabilities(f"{prefix}_predictions.csv", split.ids, classes, probs)
+    labels, usage = true_labels(split, solution, classes)  # a bad solution.csv stops before the submission
     if split_name == "test":
         unreadable = [Path(p).stem for p in split.skipped]
         if unreadable:  # the submission still needs a row for them
@@ -138,7 +139,6 @@ def publish(out_dir, split_name, ds, split, plain_probs, probs, view_names, solu
         write_submission(Path(out_dir) / "submission.csv", split.ids + unreadable, tta + [fallback] * len(unreadable),
                          ds["sample_submission"])
         print(f"wrote {Path(out_dir) / 'submission.csv'}")
-    labels, usage = true_labels(split, solution, classes)
     if labels is None:
         print("no labels for these images (no labeled folder, no solution.csv): nothing to score")
         return None

@@ -82,13 +82,14 @@ def test_solution_with_bom_other_headers_and_a_blank_usage(scored, capsys):
     assert "| all | 9 |" in out and "| Public |" in out and "have no Usage" in out
 
 
-def test_solution_giving_one_id_two_labels_is_an_error(scored):
+def test_solution_giving_one_id_two_labels_is_an_error(scored, tmp_path):
     comp, run_predict = scored
     first = sample_ids(comp)[0]
     with open(comp / "solution.csv", "a") as f:
         f.write(f"{first},green,Public\n{first},blue,Public\n")
     with pytest.raises(UserError, match=f"gives id {first} two labels"):
         run_predict()
+    assert not (tmp_path / "out" / "submission.csv").exists()  # stopped before the submission
 
 
 def test_an_unreadable_test_image_is_predicted_as_the_majority_class(scored, capsys):
