@@ -183,31 +183,11 @@ def main(argv=None):
     for settings in runs_to_train(args):  # this run, or each fold of --folds K
         run = prepare(settings)  # data, split, derived defaults, model, optimizer, warmup + OneCycle, resume
         args = run.args
-        for epoch in range(run.start_epoch, args.epochs + 1):
-            started = time.time()
-            criterion, loss_name = make_criterion(args, epoch, run.class_weights, run.focal_since)  # CE, then focal
-            if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
-                print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
-            train_loss, train_acc = train_one_epoch(run, criterion, epoch)
-            metrics = evaluate(run, run.eval_model)[0] if run.val.paths else {}
-            check_finite(run, epoch, train_loss, metrics)  # before the checkpoint: a NaN model is never saved
-            is_best = run.stopper.update(metrics)
-            on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
-            row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
-                   "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
-                   **metrics, "seconds": time.time() - started}
-            if run.rank == 0:  # under torchrun, one process writes
-                save_checkpoint(run.checkpoint(epoch, row), is_best, run.run_dir)  # best.pt if improved, last.pt
-                append_csv(run.run_dir / "log.csv", row)  # after the checkpoint: resume repairs a missing row
-                plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
-                scores = (f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 "
-                          f"{metrics['val_f1']:.4f}" if metrics else "no validation")
-                print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | {scores} | "
-                      f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
-            if run.stopper.stop and annealed(run.optimizer):
-                print(f"early stop: {args.monitor} has not improved for {run.stopper.bad_epochs} epochs, and the "
-                      "learning rate is down to a tenth of its peak")
-                break
+        try:
+            train_epochs(run)
+        except KeyboardInterrupt:  # one line naming the folder, instead of a traceback
+            raise SystemExit(f"interrupted: {run.run_dir}/last.pt holds the last finished epoch; go on with "
+                             f"python train.py --resume {run.run_dir}") from None
         if run.rank != 0:
             continue
         print(f"done: {run.run_dir}" + (f" (best {args.monitor} {run.stopper.best_value:.4f})" if run.val.paths else
@@ -219,6 +199,37 @@ def main(argv=None):
         print(f"next: python predict.py --run {finished}")
         return finished
     return run.run_dir
+
+
+def train_epochs(run):
+    """The loop: an epoch of training, validation, the checkpoints and the log, until the last epoch or an
+    early stop."""
+    args = run.args
+    for epoch in range(run.start_epoch, args.epochs + 1):
+        started = time.time()
+        criterion, loss_name = make_criterion(args, epoch, run.class_weights, run.focal_since)  # CE, then focal
+        if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
+            print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
+        train_loss, train_acc = train_one_epoch(run, criterion, epoch)
+        metrics = evaluate(run, run.eval_model)[0] if run.val.paths else {}
+        check_finite(run, epoch, train_loss, metrics)  # before the checkpoint: a NaN model is never saved
+        is_best = run.stopper.update(metrics)
+        on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
+        row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
+               "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
+               **metrics, "seconds": time.time() - started}
+        if run.rank == 0:  # under torchrun, one process writes
+            save_checkpoint(run.checkpoint(epoch, row), is_best, run.run_dir)  # best.pt if improved, last.pt
+            append_csv(run.run_dir / "log.csv", row)  # after the checkpoint: resume repairs a missing row
+            plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
+            scores = (f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 "
+                      f"{metrics['val_f1']:.4f}" if metrics else "no validation")
+            print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | {scores} | "
+                  f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
+        if run.stopper.stop and annealed(run.optimizer):
+            print(f"early stop: {args.monitor} has not improved for {run.stopper.bad_epochs} epochs, and the "
+                  "learning rate is down to a tenth of its peak")
+            break
 
 
 def annealed(optimizer):
@@ -725,4 +736,4 @@ def finish_fold(run):
 
 
 if __name__ == "__main__":
-    run_cli(main, "interrupted: last.pt holds the last finished epoch; go on with python train.py --resume runs/NAME")
+    run_cli(main, "interrupted before the first epoch: nothing to resume")

@@ -1,7 +1,12 @@
 """Mutilated competition folders: every case ends in a named error, or a warning and a correct result;
 never a traceback, never a silently wrong file. (reports/reliability.md lists the probes.)"""
 import csv
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +15,7 @@ from PIL import Image
 import data
 import predict
 import train
-from conftest import make_competition
+from conftest import ROOT, make_competition
 from utils import UserError
 
 
@@ -190,7 +195,6 @@ def test_settings_that_cannot_be_honoured_are_errors(trained_run, tmp_path, monk
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped_and_a_class_folder_so_named_refused(competition):
-    import os
     bad = competition / "train" / "red" / os.fsdecode(b"bad\xff.png")
     shutil.copy(next((competition / "train" / "red").iterdir()), bad)
     with pytest.warns(UserWarning, match="not valid UTF-8"):
@@ -199,3 +203,16 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_a_class_folder_so_named_ref
     shutil.copytree(competition / "train" / "red", competition / "train" / os.fsdecode(b"r\xffd"))
     with pytest.warns(UserWarning), pytest.raises(UserError, match="not valid UTF-8"):
         data.read_dataset(competition)
+
+
+def test_ctrl_c_names_the_folder_to_resume(competition, tmp_path):
+    command = [sys.executable, str(ROOT / "train.py"), "--data", str(competition), "--epochs", "50", "--img-size",
+               "16", "--workers", "0", "--name", "stopped"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (tmp_path / "runs" / "stopped" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0 and "Traceback" not in stderr, stderr
+    assert "go on with python train.py --resume runs/stopped" in stderr
