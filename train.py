@@ -94,7 +94,7 @@ def parse_args(argv=None):
     g.add_argument("--batch-size", type=POSITIVE_INT, help="default 32, 16 under 1,000 training images")
     g.add_argument("--optimizer", choices=("adamw", "sgd"),
                    help="default sgd (Nesterov) from scratch, adamw pretrained")
-    g.add_argument("--lr", type=POSITIVE, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
+    g.add_argument("--lr", type=NON_NEGATIVE, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
     g.add_argument("--weight-decay", type=NON_NEGATIVE, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
     g.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "step", "plateau"),
                    help="learning rate after the warmup (LRSchedule)")
@@ -185,9 +185,9 @@ def main(argv=None):
         args = run.args
         try:
             train_epochs(run)
-        except KeyboardInterrupt:  # one line naming the folder, instead of a traceback
-            raise SystemExit(f"interrupted: {run.run_dir}/last.pt holds the last finished epoch; go on with "
-                             f"python train.py --resume {run.run_dir}") from None
+        except KeyboardInterrupt:  # run_cli prints this one line, naming the folder
+            raise KeyboardInterrupt(f"interrupted: {run.run_dir}/last.pt holds the last finished epoch; go on "
+                                    f"with python train.py --resume {run.run_dir}") from None
         if run.rank != 0:
             continue
         print(f"done: {run.run_dir}" + (f" (best {args.monitor} {run.stopper.best_value:.4f})" if run.val.paths else

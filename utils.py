@@ -27,13 +27,13 @@ class UserError(Exception):
 
 def run_cli(main, on_interrupt="interrupted"):
     """Run a script's main(); a UserError or Ctrl-C ends it with one clear line (on_interrupt says
-    what was kept and how to go on)."""
+    what was kept and how to go on, unless the interrupt carries its own line)."""
     try:
         main()
     except UserError as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit(on_interrupt)
+    except KeyboardInterrupt as e:
+        sys.exit(str(e) or on_interrupt)
 
 
 def seed_everything(seed):

@@ -206,8 +206,8 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_a_class_folder_so_named_ref
 
 
 def test_ctrl_c_names_the_folder_to_resume(competition, tmp_path):
-    command = [sys.executable, str(ROOT / "train.py"), "--data", str(competition), "--epochs", "50", "--img-size",
-               "16", "--workers", "0", "--name", "stopped"]
+    command = [sys.executable, str(ROOT / "train.py"), "--data", str(competition), "--epochs", "2000",
+               "--img-size", "16", "--workers", "0", "--name", "stopped"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (tmp_path / "runs" / "stopped" / "last.pt").exists() and time.time() < deadline:
