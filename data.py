@@ -172,22 +172,15 @@ class Split:
 
 
 def list_images(folder):
-    """The image files of a folder, by name. A name that is not valid UTF-8 is skipped with a warning:
-    its id could not be written to split.csv or a submission."""
+    """The image files of a folder, by name. A name that is not printable UTF-8 text is skipped with a
+    warning: its id could not be written to split.csv or a submission."""
     images = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    unnamed = [p for p in images if not p.name.isprintable() or not is_utf8(p.name)]
-    if unnamed:
-        warnings.warn(f"{len(unnamed)} image(s) in {folder} with a name that is not valid UTF-8 text (first: "
-                      f"{unnamed[0].name!r}): skipped; rename them", stacklevel=2)
-    return [p for p in images if p not in unnamed]
-
-
-def is_utf8(text):
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
+    named = [p for p in images if p.name.isprintable() and p.name.encode("utf-8", "replace").decode() == p.name]
+    if len(named) < len(images):
+        first = next(p for p in images if p not in named)
+        warnings.warn(f"{len(images) - len(named)} image(s) in {folder} with a name that is not valid UTF-8 text "
+                      f"(first: {first.name!r}): skipped; rename them", stacklevel=2)
+    return named
 
 
 def unique_ids(paths, folder):
