@@ -156,6 +156,12 @@ def tta_views(aug, vflip=False):
     return views
 
 
+def named_views(names):
+    """The test-time views of these names (a checkpoint's tta_views), as tta_views gives them."""
+    every_view = dict(tta_views("heavy", vflip=True))
+    return [(name, every_view[name]) for name in names]
+
+
 @torch.no_grad()
 def view_probs(model, views, mean, std, logit_shift=None):
     """Softmax of every view of a uint8 batch: (batch, views, C, H, W) in, normalised with mean and std,

@@ -30,6 +30,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
 from data import read_dataset, resolve_data_dir
+from models import inference_settings
 from scoring import publish
 from utils import RUNS_DIR, UserError, load_checkpoint, read_csv, run_cli, write_json
 
@@ -157,8 +158,8 @@ def main(argv=None):
 
     first = Path(args.runs[0])
     member = first if (first / "best.pt").is_file() else sorted(first.glob("fold-*"))[0]
-    ckpt = load_checkpoint(member / "best.pt", ("classes", "args", "class_counts"))
-    ds = read_dataset(resolve_data_dir(args.data or ckpt["args"]["data"]))
+    ckpt = load_checkpoint(member / "best.pt", ("classes", "class_counts"))
+    ds = read_dataset(resolve_data_dir(args.data or inference_settings(ckpt)["data"]))
     if ds["classes"] != classes or ds["test"] is None:
         raise UserError(f"{ds['dir']} is not the members' data (classes or test/ differ): pass --data")
     split = ds["test"]

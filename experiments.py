@@ -147,7 +147,7 @@ def check_scored(data, predict_args):
 def check_same_settings(run_dir, argv):
     """A finished run is reused only if the grid still asks for its settings (grids.json may have changed).
     A setting the grid leaves to train.py to derive from the data (None here) is whatever the run derived."""
-    intended = vars(train.parse_args(argv))
+    intended = vars(train.resolve_settings(train.parse_args(argv))[0])  # with the model kind's defaults
     intended["data"] = str(Path(intended["data"]))  # as train.py records it
     saved = json.loads((run_dir / "config.json").read_text())["args"]
     changed = sorted(k for k in intended if k not in WHERE_IT_RUNS and k in saved and intended[k] is not None

@@ -330,9 +330,17 @@ def read_gan_checkpoint(path, option, trust=False):
     path = Path(path)
     path = path / "last.pt" if path.is_dir() else path
     try:
-        return path, load_checkpoint(path, ("generator", "ema", "args"), "gan.py (a last.pt)", "last.pt", trust)
+        state = load_checkpoint(path, ("generator", "ema"), "gan.py (a last.pt)", "last.pt", trust)
     except UserError as e:
         raise UserError(f"{option}: {e}") from None
+    if "settings" not in state and "args" not in state:
+        raise UserError(f"{option}: {path} is not a checkpoint written by gan.py (no settings inside)")
+    return path, state
+
+
+def saved_settings(state):
+    """gan.py's own options as its checkpoint keeps them ("settings"; files written before 2026-12: "args")."""
+    return argparse.Namespace(**state.get("settings", state.get("args")))
 
 
 def load_resume_state(args):
@@ -342,7 +350,7 @@ def load_resume_state(args):
         args.epochs = args.epochs or 100
         return args, None, None
     last, state = read_gan_checkpoint(args.resume, "--resume", args.trust_checkpoint)
-    saved = argparse.Namespace(**{**vars(parse_train_args([])), **state["args"]})  # newer flags: their defaults
+    saved = argparse.Namespace(**{**vars(parse_train_args([])), **vars(saved_settings(state))})  # newer: defaults
     saved.epochs, saved.device = args.epochs or saved.epochs, args.device  # more epochs, or another machine
     print(f"resuming {last.parent} after epoch {state['epoch']} of {saved.epochs}")
     return saved, last.parent, state
@@ -446,7 +454,7 @@ def train(args):
         if epoch % args.sample_every == 0 or epoch == args.epochs:
             save_grid(generate(ema.module, grid_noise, grid_labels, device), classes,
                       run_dir / f"samples_epoch{epoch:03d}.png", f"EMA generator, epoch {epoch}")
-        state = {"epoch": epoch, "args": vars(args), "classes": classes, "img_size": args.img_size,
+        state = {"epoch": epoch, "settings": vars(args), "classes": classes, "img_size": args.img_size,
                  "generator": G.state_dict(), "discriminator": D.state_dict(), "ema": ema.state_dict(),
                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "scaler": scaler.state_dict()}
         save_checkpoint(state, False, run_dir)
@@ -479,7 +487,7 @@ def parse_sample_args(argv):
 def sample(args):
     run = args.run or latest_run(required="last.pt", pattern="gan-*", trainer="gan.py")
     path, state = read_gan_checkpoint(run, "--run", args.trust_checkpoint)
-    classes, saved = state["classes"], argparse.Namespace(**state["args"])
+    classes, saved = state["classes"], saved_settings(state)
     for name in classes:  # each becomes a folder under --out
         safe_name(name, f"{path}: class")
     wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else classes

@@ -263,10 +263,25 @@ def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0,
     return model, IMAGENET_MEAN, IMAGENET_STD
 
 
+def inference_settings(ckpt):
+    """A checkpoint's `inference` section (train.inference_section): architecture, attention, width,
+    dropout, input size and interpolation, normalisation, candidate test-time views and the folder it
+    trained on. A checkpoint written before the section existed gets one made from its saved options."""
+    if "inference" in ckpt:
+        return ckpt["inference"]
+    from augment import tta_views  # only for checkpoints of the old layout
+    saved = ckpt.get("args", {})  # the old layout: train.py's options, and mean and std beside them
+    vflip = saved.get("vflip", False)
+    return {**{key: saved[key] for key in ("arch", "attention", "width", "drop", "img_size", "upscale")},
+            "mean": ckpt["mean"], "std": ckpt["std"], "vflip": vflip,
+            "tta_views": [name for name, _ in tta_views(saved["aug"], vflip)], "data": saved.get("data")}
+
+
 def load_run(run_dir, device="cpu", trust=False):
-    """A trained run's best model (its EMA weights when it kept them), in eval mode, and the checkpoint."""
-    ckpt = load_checkpoint(Path(run_dir) / "best.pt", ("model", "classes", "args"), trust=trust)
-    settings = ckpt["args"]
+    """A trained run's best model (its EMA weights when it kept them), in eval mode, and the checkpoint,
+    its inference section filled in for either layout (inference_settings)."""
+    ckpt = load_checkpoint(Path(run_dir) / "best.pt", ("model", "classes"), trust=trust)
+    settings = ckpt["inference"] = inference_settings(ckpt)
     model, _, _ = build_model(settings["arch"], len(ckpt["classes"]), pretrained=False,
                               attention=settings["attention"], drop=settings["drop"], width=settings["width"])
     weights = ckpt["model"]

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from augment import build_transform, model_input, tta_views, view_probs
+from augment import build_transform, model_input, named_views, view_probs
 from balance import logit_adjustment
 from data import (ImageDataset, Split, list_images, load_rgb, make_loader, read_dataset, resolve_data_dir,
                   scan_images)
-from models import load_run
+from models import inference_settings, load_run
 from scoring import publish, write_probabilities
 from choices import AMP, NON_NEGATIVE_INT, POSITIVE_INT, bounded
 from utils import (UserError, amp_dtype, check_writable, latest_run, load_checkpoint, loader_workers, pick_device,
@@ -83,7 +83,7 @@ def images_to_predict(split_name, ds, run_dir):
 def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, desc="predict"):
     """Softmax of every view of every image, (views, images, classes), and the plain view's pooled
     features (images, D)."""
-    settings = ckpt["args"]
+    settings = ckpt["inference"]
     transform = build_transform("none", settings["img_size"], settings["upscale"])
     view_fns = [fn for _, fn in views]
     loader = make_loader(ImageDataset(paths, [-1] * len(paths), transform, view_fns), args.batch_size, args.workers,
@@ -92,8 +92,8 @@ def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, des
     probs, embeddings = [], []
     for images, _ in tqdm(loader, desc=desc, disable=None):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            batch_probs, batch_embeddings = view_probs(model, images.to(device, non_blocking=True), ckpt["mean"],
-                                                       ckpt["std"], logit_shift)
+            batch_probs, batch_embeddings = view_probs(model, images.to(device, non_blocking=True),
+                                                       settings["mean"], settings["std"], logit_shift)
         probs.append(batch_probs.cpu())
         embeddings.append(batch_embeddings.cpu())
     return torch.cat(probs, dim=1), torch.cat(embeddings)
@@ -128,10 +128,10 @@ def test_time_views(args, ckpt, model, ds, run_dir, device, logit_shift):
     test images: validation picks them, never the images being predicted). Returns the views and,
     when they were chosen on validation images, those images and their probabilities averaged over
     the views kept (out-of-fold predictions for ensembles)."""
-    aug = ckpt["args"]["aug"]
-    candidates = tta_views(aug, ckpt["args"]["vflip"])
+    candidates = named_views(ckpt["inference"]["tta_views"])
     if args.tta > len(candidates):
-        print(f"--tta {args.tta}: a model trained with --aug {aug} has {len(candidates)} candidate views")
+        print(f"--tta {args.tta}: this model has {len(candidates)} candidate views (those its training augmentation "
+              f"showed it: {', '.join(name for name, _ in candidates)})")
     candidates = candidates[:max(1, args.tta)]
     if args.split == "val":
         return candidates, None, None
@@ -167,7 +167,7 @@ def members_of(run_dir):
 def export_model(model, ckpt, out_dir, fmt):
     """The model as ONNX or TorchScript (logits out, batch size free), and preprocessing.json: what an
     application must do to an RGB image before the model sees it."""
-    settings = ckpt["args"]
+    settings = ckpt["inference"]
     size = settings["img_size"]
     model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
     example = torch.zeros(2, 3, size, size)
@@ -183,7 +183,7 @@ def export_model(model, ckpt, out_dir, fmt):
     write_json(out_dir / "preprocessing.json", {
         "model": path.name, "input": f"float32 N x 3 x {size} x {size}, RGB", "resize": f"{size} x {size}, "
         f"{settings['upscale']} when enlarging, area when shrinking", "scale": "pixel / 255",
-        "mean": list(ckpt["mean"]), "std": list(ckpt["std"]), "normalise": "(x - mean) / std per channel",
+        "mean": list(settings["mean"]), "std": list(settings["std"]), "normalise": "(x - mean) / std per channel",
         "output": "logits; softmax gives class probabilities", "classes": ckpt["classes"]})
     print(f"wrote {path} and {out_dir / 'preprocessing.json'}")
 
@@ -228,7 +228,7 @@ def predict_members(args, members, ds, device):
         shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust) if args.logit_adjust else None
         split = images_to_predict(args.split, ds, member)
         views, val, val_probs = test_time_views(args, ckpt, model, ds, member, device, shift)
-        print(f"{member}: {ckpt['args']['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} {args.split} images, "
+        print(f"{member}: {ckpt['inference']['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} {args.split} images, "
               f"{len(views)} view(s) each")
         probs, member_embeddings = predict_views(model, ckpt, split.paths, views, args, device, shift)
         plain.append(probs[0])
@@ -246,11 +246,12 @@ def grad_cam_maps(run_dir, classes, device, args):
     """heat_map(image file, class name) -> (the model's plain input image, its Grad-CAM map for that class)
     of the run's model (a fold's, for folds), for the error gallery."""
     model, ckpt = load_run(run_dir, device, args.trust_checkpoint)
-    transform = build_transform("none", ckpt["args"]["img_size"], ckpt["args"]["upscale"])
+    settings = ckpt["inference"]
+    transform = build_transform("none", settings["img_size"], settings["upscale"])
 
     def heat_map(path, class_name):
         image = transform(image=load_rgb(path))["image"]
-        x = model_input(image[None], device, ckpt["mean"], ckpt["std"])
+        x = model_input(image[None], device, settings["mean"], settings["std"])
         cam = model.grad_cam(x, torch.tensor([classes.index(class_name)], device=device))[0]
         return image.permute(1, 2, 0).numpy(), cam.cpu().numpy()
     return heat_map
@@ -270,8 +271,8 @@ def main(argv=None):
             return export_model(model, ckpt, Path(args.out or run_dir), args.export)
         shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust) if args.logit_adjust else None
         return predict_images(args, model, ckpt, run_dir, device, shift)
-    ckpt = load_checkpoint(members[0] / "best.pt", ("classes", "args"), trust=args.trust_checkpoint)
-    ds = read_dataset(resolve_data_dir(args.data or ckpt["args"].get("data")))
+    ckpt = load_checkpoint(members[0] / "best.pt", ("classes",), trust=args.trust_checkpoint)
+    ds = read_dataset(resolve_data_dir(args.data or inference_settings(ckpt)["data"]))
     classes = ds["classes"]
     split, plain_probs, mean_probs, embeddings, views, val_parts = predict_members(args, members, ds, device)
 

@@ -51,7 +51,15 @@ SMALL_DATASET = 1000  # fewer training images than this: batches of 16, twice th
 
 
 def parse_args(argv=None):
+    """The command line as given: every setting it leaves out is None until resolve_settings fills it."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    for add_options in (data_options, model_options, input_options, optimisation_options, balance_options,
+                        run_options):
+        add_options(p)
+    return p.parse_args(argv)
+
+
+def data_options(p):
     g = p.add_argument_group("data")
     g.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
     g.add_argument("--val-fraction", type=bounded(float, 0, 1, open_high=True), default=VAL_FRACTION,
@@ -66,6 +74,9 @@ def parse_args(argv=None):
                                                         "leak-free fold, and write out-of-fold predictions")
     g.add_argument("--fold", type=NON_NEGATIVE_INT, help="with --folds: train only this fold (0..K-1), e.g. one per machine, "
                                             "with the same --name")
+
+
+def model_options(p):
     g = p.add_argument_group("model")
     g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (efficientnet_lite0)")
     g.add_argument("--arch", type=arch, metavar="ARCH", help=f"{', '.join(ARCHS)}, or timm:NAME for any timm model "
@@ -78,6 +89,9 @@ def parse_args(argv=None):
     g.add_argument("--drop", type=PROBABILITY, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
     g.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention); a run "
                                                  "of other classes, e.g. on another dataset, gives all but its head")
+
+
+def input_options(p):
     g = p.add_argument_group("input and augmentation")
     g.add_argument("--img-size", type=IMAGE_SIZE, help="input size (default: the images' median short side, within 32-64 px "
                                                 "from scratch and 160-192 px pretrained)")
@@ -88,6 +102,9 @@ def parse_args(argv=None):
     g.add_argument("--vflip", action="store_true", help="vertical flips in --aug light/heavy too, and in TTA (--aug flips has them)")
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
     g.add_argument("--mix-alpha", type=POSITIVE, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
+
+
+def optimisation_options(p):
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=POSITIVE_INT, help="default: 30 at 64 px from scratch, 7 at 192 px pretrained, more at "
                                               "smaller sizes and for small datasets (derive_defaults)")
@@ -110,6 +127,9 @@ def parse_args(argv=None):
                         "saturates or jumps by single images long before the schedule has annealed)")
     g.add_argument("--patience", type=POSITIVE_INT, default=5, help="stop after N epochs without improvement, once the "
                    "learning rate is down to a tenth of its peak")
+
+
+def balance_options(p):
     g = p.add_argument_group("loss, class balancing, hard examples and synthetic images (balance.py)")
     g.add_argument("--loss", default="ce", choices=("ce", "focal"))
     g.add_argument("--focal-gamma", type=NON_NEGATIVE, default=2.0)
@@ -134,6 +154,9 @@ def parse_args(argv=None):
                                                    "predict.py or ensemble.py, or its folder) to the training set")
     g.add_argument("--pseudo-threshold", type=FRACTION, default=0.99,
                    help="only predictions at least this confident (ensemble.py prints the one the OOF supports)")
+
+
+def run_options(p):
     g = p.add_argument_group("run")
     g.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
@@ -146,12 +169,6 @@ def parse_args(argv=None):
     g.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all GPUs")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a --resume/--init file that holds more than weights (it could run code)")
-    args = p.parse_args(argv)
-    args.arch = args.arch or ("efficientnet_lite0" if args.pretrained else "smallcnn")
-    for key, value in DEFAULTS["smallcnn" if args.arch == "smallcnn" else "backbone"].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
 
 
 if __name__ == "__main__":
@@ -167,7 +184,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from augment import build_transform, cache_form, input_size, model_input
+from augment import build_transform, cache_form, input_size, model_input, tta_views
 from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weights, make_sampler,
                      training_images)
 from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
@@ -306,27 +323,6 @@ def make_criterion(args, epoch, class_weights, focal_since=None):
     focal = (args.loss == "focal" or 0 < args.switch_to_focal_epoch <= epoch
              or (focal_since is not None and focal_since <= epoch))
     return FocalLoss(args.focal_gamma if focal else 0.0, class_weights, args.label_smoothing), "focal" if focal else "ce"
-
-
-def derive_defaults(args, train):
-    """Fill in the input size, batch size and epochs the user left out, from the model kind and the
-    training images (augment.input_size, BUDGET); returns {setting: why} for config.json and the console."""
-    kind = "smallcnn" if args.arch == "smallcnn" else "backbone"
-    budget, why = BUDGET[kind], {}
-    if args.img_size is None:
-        short_side = float(np.median(train.sizes.min(1)))
-        args.img_size = input_size(short_side, pretrained=kind == "backbone")
-        why["img_size"] = f"median short side {short_side:.0f} px"
-    if args.batch_size is None:
-        args.batch_size = 16 if len(train.paths) < SMALL_DATASET else 32
-        why["batch_size"] = f"{len(train.paths)} training images"
-    if args.epochs is None:
-        steps_per_epoch = max(1, len(train.paths) // args.batch_size)
-        epochs = round(budget["epochs"] * budget["size"] / args.img_size)
-        args.epochs = min(3 * epochs, max(epochs, math.ceil(MIN_STEPS / steps_per_epoch)))
-        why["epochs"] = (f"{budget['epochs']} at {budget['size']} px scaled to {args.img_size} px, at least "
-                         f"{MIN_STEPS} steps of {steps_per_epoch}")
-    return why
 
 
 def print_split(rows, run_dir):
@@ -489,8 +485,8 @@ class Run:
     def checkpoint(self, epoch, row):
         """What best.pt and last.pt hold: weights and plain settings only (read with weights_only=True)."""
         args = self.args
-        return {"epoch": epoch, "args": vars(args), "classes": self.classes, "mean": self.mean, "std": self.std,
-                "class_counts": self.counts.tolist(), "metrics": row, "model": self.model.state_dict(),
+        return {"epoch": epoch, "args": vars(args), "classes": self.classes,
+                "inference": inference_section(args, self.mean, self.std), "class_counts": self.counts.tolist(), "metrics": row, "model": self.model.state_dict(),
                 "hard_weights": None if self.hard_weights is None else self.hard_weights.tolist(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -498,22 +494,308 @@ class Run:
                 "bad_epochs": self.stopper.bad_epochs, "focal_since": self.focal_since}
 
 
+# ---------------------------------------------------------------- the run's settings
+
+class Settings(argparse.Namespace):
+    """A run's settings, read-only once resolve_settings has made them: attribute reads and vars() work as
+    on argparse's namespace, and no line after the resolver can change what a setting holds."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def __setattr__(self, key, value):
+        raise AttributeError(f"a run's settings are fixed once resolved: {key} cannot change")
+
+
+WHERE_IT_RUNS = ("workers", "device", "trust_checkpoint")  # --resume takes these from the command line
+INIT_KEEPS = ("arch", "attention", "drop", "width", "img_size", "upscale", "vflip")  # --init: its model and input
+
+
+def model_kind(arch):
+    return "smallcnn" if arch == "smallcnn" else "backbone"
+
+
+def resolve_settings(args, device=None, data_dir=None, train=None, init=None, resumed=None):
+    """The one place where a run's settings are made, in this order: the command line (args), or for
+    --resume the run's own settings but where it runs now (WHERE_IT_RUNS); the model and input of the
+    --init run (INIT_KEEPS, its checkpoint's inference section); the model kind's DEFAULTS; what the
+    training images derive (derive_defaults); the loader workers for the device. Returns the settings,
+    frozen, and {setting: where its value came from} for every one the command line left out."""
+    values = {**resumed["args"], **{key: getattr(args, key) for key in WHERE_IT_RUNS}} if resumed else dict(vars(args))
+    sources = {}
+
+    def fill(key, value, why):
+        if values.get(key) is None:
+            values[key], sources[key] = value, why
+
+    if init is not None:  # fine-tuning keeps the run's model and input size
+        values.update({key: init[key] for key in INIT_KEEPS})
+        sources.update(dict.fromkeys(INIT_KEEPS, f"--init {args.init}"))
+    fill("arch", "efficientnet_lite0" if values["pretrained"] else "smallcnn",
+         "--pretrained" if values["pretrained"] else "default")
+    kind = model_kind(values["arch"])
+    for key, value in DEFAULTS[kind].items():
+        fill(key, value, f"{kind} default")
+    if data_dir is not None:
+        values["data"] = str(data_dir)  # config.json names the folder actually used
+    for key, (value, why) in (derive_defaults(values, train) if train is not None else {}).items():
+        fill(key, value, why)
+    if device is not None:
+        fill("workers", loader_workers(None, device, values["arch"]), f"on {device.type}")
+    return Settings(**values), sources
+
+
+def derive_defaults(values, train):
+    """{setting: (value, why)}: the input size, batch size and epochs that values leave out, from the model
+    kind and the training images (augment.input_size, BUDGET)."""
+    kind = model_kind(values["arch"])
+    budget, derived = BUDGET[kind], {}
+    img_size, batch_size = values["img_size"], values["batch_size"]
+    if img_size is None:
+        short_side = float(np.median(train.sizes.min(1)))
+        img_size = input_size(short_side, pretrained=kind == "backbone")
+        derived["img_size"] = img_size, f"median short side {short_side:.0f} px"
+    if batch_size is None:
+        batch_size = 16 if len(train.paths) < SMALL_DATASET else 32
+        derived["batch_size"] = batch_size, f"{len(train.paths)} training images"
+    if values["epochs"] is None:
+        steps_per_epoch = max(1, len(train.paths) // batch_size)
+        epochs = round(budget["epochs"] * budget["size"] / img_size)
+        derived["epochs"] = (min(3 * epochs, max(epochs, math.ceil(MIN_STEPS / steps_per_epoch))),
+                             f"{budget['epochs']} at {budget['size']} px scaled to {img_size} px, at least "
+                             f"{MIN_STEPS} steps of {steps_per_epoch}")
+    return derived
+
+
+def inference_section(settings, mean, std):
+    """The checkpoint's `inference` section: what predict.py, ensemble.py and --init need to rebuild and
+    feed the model, in names of their own, apart from train.py's options (models.inference_settings)."""
+    return {"arch": settings.arch, "attention": settings.attention, "width": settings.width, "drop": settings.drop,
+            "img_size": settings.img_size, "upscale": settings.upscale, "mean": list(mean), "std": list(std),
+            "vflip": settings.vflip, "tta_views": [name for name, _ in tta_views(settings.aug, settings.vflip)],
+            "data": settings.data}
+
+
 # ---------------------------------------------------------------- setting up a run
 
-def resume_state(args):
-    """(saved args, run folder, last.pt state) of --resume RUN."""
+def prepare(args):
+    """A run ready for the loop, in three steps: its data and settings (and folder), its model and
+    optimizer, and on --resume everything restored from last.pt."""
+    device = pick_device(args.device)
+    rank, world = init_distributed(device)
+    settings, data, run_dir, init, resumed = settle_run(args, device, rank, world)
+    run_lock = lock_run(run_dir) if rank == 0 else None
+    dtype = amp_dtype(device, settings.amp)
+    torch.backends.cudnn.benchmark = True
+    if rank == 0:
+        print(f"{len(data.classes)} classes; train {len(data.train.paths)} real images (smallest class "
+              f"{data.counts.min()}, largest {data.counts.max()}), {len(data.train_paths)} per epoch with balancing, "
+              f"synthetic and pseudo-labeled images; val {len(data.val.paths)}; {settings.arch} at {settings.img_size}"
+              f" px, batch {settings.batch_size} x {world} process(es) x {settings.accum} accumulated, "
+              f"{settings.epochs} epochs; {device}, AMP {dtype or 'off'}, {torch.get_num_threads()} threads, "
+              f"{settings.workers} loader workers; run folder {run_dir}")
+    keep_head = init is not None and init["classes"] == data.classes
+    model, mean, std, net = build_network(settings, data.classes, init and init["model"], keep_head, device, world)
+    parts = make_training(settings, data, model, (mean, std), init, resumed, run_dir if rank == 0 else None,
+                          device, dtype, world)
+    if rank == 0:  # best.pt and last.pt: model, EMA and the optimizer's moments, and room for a new one
+        check_writable(run_dir, 6 * 4 * sum(p.numel() for p in model.parameters()) + 2**20)
+    progress = restore(resumed, settings, model, parts, run_dir if rank == 0 else None)
+    return Run(args=settings, run_dir=run_dir, device=device, dtype=dtype, rank=rank, world=world,
+               classes=data.classes, counts=data.counts, model=model, net=net, mean=mean, std=std,
+               train_targets=data.train_targets, val=data.val, lock=run_lock, **parts, **progress)
+
+
+def settle_run(args, device, rank, world):
+    """(settings, data, run folder, --init's model and checkpoint or None, last.pt's state or None): a new
+    run reads its data first, since the data derives settings; a resumed one has all of its own."""
+    if args.resume:
+        last, resumed = read_last_checkpoint(args)
+        settings, _ = resolve_settings(args, device, resumed=resumed)
+        seed_everything(settings.seed)
+        data = read_data(settings)
+        return settings, data, last.parent, load_init(settings, data.classes, rank), resumed
+    seed_everything(args.seed)
+    data = read_data(args)
+    init = load_init(args, data.classes, rank)
+    settings, sources = resolve_settings(args, device, data.dir, data.train, init and init["inference"])
+    run_dir = from_rank_zero(new_run(settings, sources, data) if rank == 0 else None, world)
+    return settings, data, run_dir, init, None
+
+
+def read_last_checkpoint(args):
+    """(path, state) of --resume RUN's last.pt."""
     last = Path(args.resume)
     last = last / "last.pt" if last.is_dir() else last
     state = load_checkpoint(last, ("model", "optimizer", "args", "epoch"), "train.py (a last.pt)",
                             trust=args.trust_checkpoint)
-    saved = argparse.Namespace(**state["args"])
-    if args.epochs is not None and args.epochs != saved.epochs:  # its schedule was laid out for saved.epochs
-        raise UserError(f"--resume continues the run's own {saved.epochs} epochs; for more, fine-tune it: "
+    saved_epochs = state["args"]["epochs"]
+    if args.epochs is not None and args.epochs != saved_epochs:  # its schedule was laid out for saved_epochs
+        raise UserError(f"--resume continues the run's own {saved_epochs} epochs; for more, fine-tune it: "
                         f"python train.py --init {last.parent} --epochs {args.epochs}")
-    saved.workers, saved.device = args.workers, args.device  # where it runs now may differ
-    saved.trust_checkpoint = args.trust_checkpoint
     print(f"resuming {last.parent} after epoch {state['epoch']}")
-    return saved, last.parent, state
+    return last, state
+
+
+@dataclass
+class RunData:
+    """A run's images: the folder's classes, the split, and what every epoch draws (real images, and
+    synthetic, pseudo-labeled and oversampled ones with the pipeline of each)."""
+    dir: str
+    classes: list
+    train: object  # data.Split of the real training images
+    val: object
+    split_rows: list  # per class: train, held out, share
+    folds: dict  # every image's fold under --folds, else None
+    train_paths: list
+    train_targets: np.ndarray
+    pipeline: list
+    counts: np.ndarray  # real training images per class: the prior
+
+
+def read_data(settings):
+    """Read the folder, split it (split_for) and list what the training epochs draw (balance.py)."""
+    data_dir = resolve_data_dir(settings.data)
+    ds = read_dataset(data_dir)
+    classes = ds["classes"]
+    train, val, split_rows, folds = split_for(settings, ds)
+    train_paths, train_targets, pipeline = training_images(train, classes, BalanceOptions.from_args(settings),
+                                                           ds["test"])
+    counts = class_counts([classes.index(c) for c in train.labels], len(classes))
+    return RunData(str(data_dir), classes, train, val, split_rows, folds, train_paths, train_targets, pipeline, counts)
+
+
+def load_init(settings, classes, rank):
+    """--init RUN's checkpoint with its best model under "model" (models.load_run), or None."""
+    if not settings.init:
+        return None
+    model, ckpt = load_run(run_folder(settings.init, "--init"), trust=settings.trust_checkpoint)
+    if ckpt["classes"] != classes and rank == 0:
+        print(f"--init {settings.init} was trained on other classes ({', '.join(ckpt['classes'])}): its weights "
+              "without its head, and a new head for these classes")
+    return {**ckpt, "model": model}
+
+
+def split_for(settings, ds):
+    """(train, val, per-class rows, folds): fold --fold of --folds, else val/ or a hold-out of train/."""
+    split_seed = settings.seed if settings.split_seed is None else settings.split_seed
+    if settings.folds:
+        train, val, rows, part = fold_split(ds["train"], settings.folds, settings.fold, settings.block, split_seed)
+        folds = {"file": [str(p) for p in ds["train"].paths], "label": ds["train"].labels, "fold": part.tolist()}
+    else:
+        (train, val, rows), folds = train_val_split(ds, settings.val_fraction, settings.block, split_seed), None
+    return take_fraction(train, settings.train_fraction, split_seed), val, rows, folds
+
+
+def new_run(settings, sources, data):
+    """A new run folder, with config.json (every setting, and where each one not given came from), the
+    split table and split.csv (every image and its part); a fold's run goes in its parent folder, which
+    lists every image's fold in folds.csv."""
+    name = settings.name or f"{settings.arch}-{settings.aug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = new_run_dir(f"{name}/fold-{settings.fold}", numbered=False) if settings.folds else new_run_dir(name)
+    if settings.folds:
+        write_csv(run_dir.parent / "folds.csv", [dict(zip(data.folds, row)) for row in zip(*data.folds.values())])
+    write_json(run_dir / "config.json", {"args": vars(settings), "derived": sources, "environment": environment()})
+    write_csv(run_dir / "split.csv", split_listing(data))
+    print_split(data.split_rows, run_dir)
+    print("settings not given: " + "; ".join(f"{key} {getattr(settings, key)} ({why})" for key, why in sources.items()))
+    return run_dir
+
+
+def split_listing(data):
+    """split.csv's rows: every training, validation, synthetic and pseudo-labeled image with its label."""
+    rows = [{"split": part, "label": label, "file": path} for part, split in (("train", data.train), ("val", data.val))
+            for path, label in zip(split.paths, split.labels)]
+    return rows + [{"split": name, "label": data.classes[target], "file": path}
+                   for path, target, name in zip(data.train_paths, data.train_targets, data.pipeline)
+                   if name in ("synthetic", "pseudo")]
+
+
+def build_network(settings, classes, init_model, keep_head, device, world):
+    """(model, mean, std, net): the model on the device, and what runs its forward passes: wrapped in
+    DistributedDataParallel under torchrun, compiled with --compile."""
+    model, mean, std = build_model(settings.arch, len(classes), settings.pretrained and init_model is None,
+                                   settings.attention, settings.drop, settings.width,
+                                   None if init_model is not None else settings.weights)
+    if init_model is not None:  # a run of other classes (another dataset) gives all but its head
+        model.load_state_dict({k: v for k, v in init_model.state_dict().items()
+                               if keep_head or not k.startswith("head.")}, strict=keep_head)
+    if settings.sync_bn:
+        if world == 1 or device.type != "cuda":
+            raise UserError("--sync-bn needs torchrun with GPUs (BatchNorm statistics across processes)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if settings.compile:
+        net = torch.compile(net)
+    return model, mean, std, net
+
+
+def make_training(settings, data, model, mean_std, init, resumed, run_dir, device, dtype, world):
+    """The loaders (images decoded once into a cache), the hard examples' weights (--hard-fraction), the
+    optimizer and its per-step schedule, the AMP scaler, the EMA, mixing and the loss's class weights."""
+    augs = {"train": settings.aug, "heavy": "heavy", "synthetic": settings.synthetic_aug, "pseudo": settings.aug}
+    pipelines = {name: build_transform(aug, settings.img_size, settings.upscale, settings.vflip)
+                 for name, aug in augs.items()}
+    eval_transform = build_transform("none", settings.img_size, settings.upscale)
+    train_set = ImageDataset(data.train_paths, data.train_targets, pipelines, pipeline=data.pipeline)
+    val_set = ImageDataset(data.val.paths, [data.classes.index(c) for c in data.val.labels], eval_transform)
+    for dataset, used in ((train_set, {augs[name] for name in data.pipeline}), (val_set, {"none"})):
+        dataset.fill_cache(cache_form(used, settings.img_size, settings.upscale))  # decode once, not every epoch
+    hard_weights = None
+    if settings.hard_fraction:
+        if init is None:
+            raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
+        hard_weights = np.asarray(resumed["hard_weights"]) if resumed is not None else find_hard_examples(
+            model, train_set, data.classes, run_dir, BalanceOptions.from_args(settings),
+            (settings.batch_size * 2, settings.workers, device, dtype, *mean_std), eval_transform)
+    per_process = len(make_sampler(data.train_targets, settings.balance, 0, hard_weights) or train_set) // world
+    batches = per_process // settings.batch_size if per_process > settings.batch_size else 1
+    optimizer, scheduler = make_optimizer(settings, model, max(1, batches // settings.accum))
+    train_order = EpochOrder()
+    mix = {"none": None, "mixup": v2.MixUp, "cutmix": v2.CutMix}[settings.mix]
+    class_weights = loss_weights(settings.balance, data.counts, settings.cb_beta)
+    if class_weights is not None and run_dir is not None:
+        print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(data.classes, class_weights)))
+    return dict(
+        train_set=train_set, train_order=train_order, hard_weights=hard_weights, optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=make_loader(train_set, settings.batch_size, settings.workers, device, train_order,
+                                 drop_last=per_process > settings.batch_size),
+        val_loader=make_loader(val_set, settings.batch_size * 2, settings.workers, device),
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        ema=AveragedModel(model, multi_avg_fn=ema_update(settings.ema), use_buffers=True) if settings.ema else None,
+        mix=mix(alpha=settings.mix_alpha, num_classes=len(data.classes)) if mix else None,
+        class_weights=class_weights.to(device) if class_weights is not None else None)
+
+
+def make_optimizer(settings, model, steps_per_epoch):
+    """AdamW or SGD (Nesterov), and the per-step schedule: linear warmup into --schedule (OneCycle)."""
+    if settings.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True,
+                                    weight_decay=settings.weight_decay)
+    schedule = LRSchedule(settings.schedule, round(settings.warmup_epochs * steps_per_epoch),
+                          settings.epochs * steps_per_epoch, settings.plateau_patience)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def restore(resumed, settings, model, parts, run_dir):
+    """The loop's starting point: epoch 1 and a fresh early-stopping record, or on --resume the weights,
+    optimizer, schedule, scaler and EMA of last.pt and the epoch after it (log.csv repaired to match)."""
+    if resumed is None:
+        return dict(stopper=EarlyStopping(settings.monitor, settings.patience), start_epoch=1, focal_since=None)
+    model.load_state_dict(resumed["model"])
+    for key in ("optimizer", "scheduler", "scaler") + (("ema",) if parts["ema"] is not None else ()):
+        parts[key].load_state_dict(resumed[key])
+    stopper = EarlyStopping(settings.monitor, settings.patience, resumed["best_score"], resumed["bad_epochs"])
+    if run_dir is not None:
+        repair_log(run_dir / "log.csv", resumed["metrics"])
+    return dict(stopper=stopper, start_epoch=settings.epochs + 1 if stopper.stop else resumed["epoch"] + 1,
+                focal_since=resumed["focal_since"])  # it may have stopped early
 
 
 def repair_log(log_path, last_row):
@@ -527,168 +809,6 @@ def repair_log(log_path, last_row):
         stale.unlink()
 
 
-def split_for(args, ds):
-    """(train, val, per-class rows): fold --fold of --folds, else val/ or a hold-out of train/."""
-    split_seed = args.seed if args.split_seed is None else args.split_seed
-    if args.folds:
-        train, val, rows, part = fold_split(ds["train"], args.folds, args.fold, args.block, split_seed)
-        folds = {"file": [str(p) for p in ds["train"].paths], "label": ds["train"].labels, "fold": part.tolist()}
-    else:
-        (train, val, rows), folds = train_val_split(ds, args.val_fraction, args.block, split_seed), None
-    return take_fraction(train, args.train_fraction, split_seed), val, rows, folds
-
-
-def new_run(args, derived, split_rows, folds, listing):
-    """A new run folder, with config.json (every setting, derived ones with their reason), the split
-    table and split.csv (every image and its part); a fold's run goes in its parent folder, which lists
-    every image's fold in folds.csv."""
-    name = args.name or f"{args.arch}-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = new_run_dir(f"{name}/fold-{args.fold}", numbered=False) if args.folds else new_run_dir(name)
-    if args.folds:
-        write_csv(run_dir.parent / "folds.csv", [dict(zip(folds, row)) for row in zip(*folds.values())])
-    write_json(run_dir / "config.json", {"args": vars(args), "derived": derived, "environment": environment()})
-    write_csv(run_dir / "split.csv", listing)
-    print_split(split_rows, run_dir)
-    if derived:
-        print("derived from the data: " + "; ".join(f"{k} {getattr(args, k)} ({why})" for k, why in derived.items()))
-    return run_dir
-
-
-def split_listing(train, val, train_paths, train_targets, pipeline, classes):
-    """split.csv's rows: every training, validation, synthetic and pseudo-labeled image with its label."""
-    rows = [{"split": part, "label": label, "file": path} for part, split in (("train", train), ("val", val))
-            for path, label in zip(split.paths, split.labels)]
-    return rows + [{"split": name, "label": classes[target], "file": path}
-                   for path, target, name in zip(train_paths, train_targets, pipeline)
-                   if name in ("synthetic", "pseudo")]
-
-
-def build_network(args, classes, init_model, keep_head, device, world):
-    """(model, mean, std, net): the model on the device, and what runs its forward passes: wrapped in
-    DistributedDataParallel under torchrun, compiled with --compile."""
-    model, mean, std = build_model(args.arch, len(classes), args.pretrained and init_model is None, args.attention,
-                                   args.drop, args.width, None if init_model is not None else args.weights)
-    if init_model is not None:  # a run of other classes (another dataset) gives all but its head
-        model.load_state_dict({k: v for k, v in init_model.state_dict().items()
-                               if keep_head or not k.startswith("head.")}, strict=keep_head)
-    if args.sync_bn:
-        if world == 1 or device.type != "cuda":
-            raise UserError("--sync-bn needs torchrun with GPUs (BatchNorm statistics across processes)")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device, memory_format=torch.channels_last)
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile:
-        net = torch.compile(net)
-    return model, mean, std, net
-
-
-def make_optimizer(args, model, steps_per_epoch):
-    """AdamW or SGD (Nesterov), and the per-step schedule: linear warmup into --schedule (OneCycle)."""
-    if args.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
-                                    weight_decay=args.weight_decay)
-    schedule = LRSchedule(args.schedule, round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch,
-                          args.plateau_patience)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-
-def prepare(args):
-    """Read and split the data, make or reopen the run folder, build the model, the loaders, the
-    optimizer and the per-step schedule, and restore everything from last.pt on --resume."""
-    resumed = None
-    if args.resume:
-        args, run_dir, resumed = resume_state(args)
-    else:
-        args.data = str(resolve_data_dir(args.data))  # config.json names the folder actually used
-    seed_everything(args.seed)
-    device = pick_device(args.device)
-    args.workers = loader_workers(args.workers, device, args.arch)
-    rank, world = init_distributed(device)
-    dtype = amp_dtype(device, args.amp)
-    torch.backends.cudnn.benchmark = True
-
-    ds = read_dataset(args.data)
-    classes = ds["classes"]
-    train, val, split_rows, folds = split_for(args, ds)
-    balance = BalanceOptions.from_args(args)
-    train_paths, train_targets, pipeline = training_images(train, classes, balance, ds["test"])
-    counts = class_counts([classes.index(c) for c in train.labels], len(classes))  # real images: the prior
-    init_model, init = (load_run(run_folder(args.init, "--init"), trust=args.trust_checkpoint) if args.init
-                        else (None, None))
-    if init is not None and init["classes"] != classes and rank == 0:
-        print(f"--init {args.init} was trained on other classes ({', '.join(init['classes'])}): its weights "
-              "without its head, and a new head for these classes")
-    if resumed is None:
-        for key in ("arch", "attention", "drop", "width", "img_size", "upscale", "vflip") if init else ():
-            setattr(args, key, init["args"][key])  # fine-tuning keeps the run's model and input size
-        derived = derive_defaults(args, train)
-        run_dir = from_rank_zero(new_run(args, derived, split_rows, folds, split_listing(
-            train, val, train_paths, train_targets, pipeline, classes)) if rank == 0 else None, world)
-    run_lock = lock_run(run_dir) if rank == 0 else None
-    if rank == 0:
-        print(f"{len(classes)} classes; train {len(train.paths)} real images (smallest class {counts.min()}, largest "
-              f"{counts.max()}), {len(train_paths)} per epoch with balancing, synthetic and pseudo-labeled images; val "
-              f"{len(val.paths)}; {args.arch} at {args.img_size} px, batch {args.batch_size} x {world} process(es) x "
-              f"{args.accum} accumulated, {args.epochs} epochs; {device}, AMP {dtype or 'off'}, "
-              f"{torch.get_num_threads()} threads, {args.workers} loader workers; run folder {run_dir}")
-    model, mean, std, net = build_network(args, classes, init_model, init is not None and init["classes"] == classes,
-                                          device, world)
-    eval_transform = build_transform("none", args.img_size, args.upscale)
-    augs = {"train": args.aug, "heavy": "heavy", "synthetic": args.synthetic_aug, "pseudo": args.aug}
-    pipelines = {name: build_transform(aug, args.img_size, args.upscale, args.vflip) for name, aug in augs.items()}
-    train_set = ImageDataset(train_paths, train_targets, pipelines, pipeline=pipeline)
-    val_set = ImageDataset(val.paths, [classes.index(c) for c in val.labels], eval_transform)
-    for dataset, used in ((train_set, {augs[name] for name in pipeline}), (val_set, {"none"})):
-        dataset.fill_cache(cache_form(used, args.img_size, args.upscale))  # decode once, not every epoch
-    val_loader = make_loader(val_set, args.batch_size * 2, args.workers, device)
-
-    hard_weights = None
-    if args.hard_fraction:
-        if init is None:
-            raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
-        hard_weights = np.asarray(resumed["hard_weights"]) if resumed is not None else find_hard_examples(
-            model, train_set, classes, run_dir if rank == 0 else None, balance,
-            (args.batch_size * 2, args.workers, device, dtype, mean, std), eval_transform)
-    per_process = len(make_sampler(train_targets, args.balance, 0, hard_weights) or train_set) // world
-    batches = per_process // args.batch_size if per_process > args.batch_size else 1
-    optimizer, scheduler = make_optimizer(args, model, max(1, batches // args.accum))
-    train_order = EpochOrder()
-    train_loader = make_loader(train_set, args.batch_size, args.workers, device, train_order,
-                               drop_last=per_process > args.batch_size)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None
-    mix = {"none": None, "mixup": v2.MixUp, "cutmix": v2.CutMix}[args.mix]
-    mix = mix(alpha=args.mix_alpha, num_classes=len(classes)) if mix else None
-    class_weights = loss_weights(args.balance, counts, args.cb_beta)
-    if class_weights is not None:
-        class_weights = class_weights.to(device)
-        if rank == 0:
-            print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(classes, class_weights)))
-
-    if rank == 0:  # best.pt and last.pt: model, EMA and the optimizer's moments, and room for a new one
-        check_writable(run_dir, 6 * 4 * sum(p.numel() for p in model.parameters()) + 2**20)
-    stopper, start_epoch, focal_since = EarlyStopping(args.monitor, args.patience), 1, None
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        scaler.load_state_dict(resumed["scaler"])
-        if ema is not None:
-            ema.load_state_dict(resumed["ema"])
-        stopper = EarlyStopping(args.monitor, args.patience, resumed["best_score"], resumed["bad_epochs"])
-        start_epoch = args.epochs + 1 if stopper.stop else resumed["epoch"] + 1  # it may have stopped early
-        focal_since = resumed["focal_since"]
-        if rank == 0:
-            repair_log(run_dir / "log.csv", resumed["metrics"])
-    return Run(args, run_dir, device, dtype, rank, world, classes, counts, model, net, mean, std, train_set,
-               train_order, train_loader, train_targets, val, val_loader, hard_weights, optimizer, scheduler, scaler, ema, mix, class_weights,
-               stopper, start_epoch, focal_since, run_lock)
-
-
 # ---------------------------------------------------------------- k-fold cross-validation
 
 def runs_to_train(args):
@@ -700,9 +820,10 @@ def runs_to_train(args):
         raise UserError("--resume takes one fold's folder (runs/NAME/fold-I), without --folds")
     if args.folds < 2 or (args.fold is not None and not 0 <= args.fold < args.folds):
         raise UserError(f"--folds must be 2 or more and --fold in 0..{args.folds - 1}: got {args.folds}, {args.fold}")
-    args.name = args.name or f"{args.arch}-{args.aug}-{args.folds}fold-{time.strftime('%Y%m%d-%H%M%S')}"
+    arch = resolve_settings(args)[0].arch  # the folds' parent folder: one name for all of them
+    name = args.name or f"{arch}-{args.aug}-{args.folds}fold-{time.strftime('%Y%m%d-%H%M%S')}"
     folds = [args.fold] if args.fold is not None else range(args.folds)
-    return [argparse.Namespace(**{**vars(args), "fold": fold}) for fold in folds]
+    return [argparse.Namespace(**{**vars(args), "name": name, "fold": fold}) for fold in folds]
 
 
 def finish_fold(run):

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -138,3 +139,25 @@ def test_images_anywhere_get_a_top_k_csv(trained_run, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and list(rows[0]) == ["file", "class_1", "prob_1", "class_2", "prob_2"]
     assert all(float(r["prob_1"]) >= float(r["prob_2"]) for r in rows)
+
+
+def test_a_checkpoint_of_the_old_layout_predicts_the_same(trained_run, tmp_path):
+    """Checkpoints written before the inference section (train.py's options under "args", mean and std
+    beside them) still load, and give the same predictions as the section does."""
+    work, data, run_dir = trained_run
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    section = ckpt["inference"]
+    assert {"arch", "img_size", "upscale", "mean", "std", "tta_views", "data"} <= set(section)
+    old = {key: value for key, value in ckpt.items() if key != "inference"}
+    old.update(mean=section["mean"], std=section["std"])
+    old_dir = tmp_path / "old"
+    shutil.copytree(run_dir, old_dir)  # split.csv too: the test-time views are chosen on its validation images
+    torch.save(old, old_dir / "best.pt")
+    for folder in (run_dir, old_dir):
+        predict.main(["--run", str(folder), "--data", str(data), "--tta", "4", "--workers", "0",
+                      "--out", str(tmp_path / f"out-{folder.name}")])
+    new_rows, old_rows = ((tmp_path / f"out-{name}" / "test_predictions.csv").read_text()
+                          for name in (run_dir.name, "old"))
+    assert new_rows == old_rows
+    from models import inference_settings
+    assert inference_settings(old) == section

@@ -17,6 +17,11 @@ def read_log(run_dir):
         return list(csv.DictReader(f))
 
 
+def settings(*argv):
+    """train.py's settings for this command line, before the data derives any (train.resolve_settings)."""
+    return train.resolve_settings(train.parse_args(list(argv)))[0]
+
+
 def tiny_args(data, *extra):
     return ["--data", str(data), "--img-size", "32", "--batch-size", "8", "--workers", "0", "--block", "4", *extra]
 
@@ -57,7 +62,7 @@ def test_early_stopping_waits_until_the_learning_rate_has_annealed():
     """A stalled metric ends a run only once the learning rate is down to a tenth of its peak."""
     model = torch.nn.Linear(2, 2)
     for kind, first_allowed in (("onecycle", 9), ("cosine", 9), ("step", 6)):  # 10 epochs of 10 steps, 1 warmup
-        args = train.parse_args(["--schedule", kind, "--epochs", "10", "--warmup-epochs", "1", "--lr", "0.1"])
+        args = settings("--schedule", kind, "--epochs", "10", "--warmup-epochs", "1", "--lr", "0.1")
         optimizer, scheduler = train.make_optimizer(args, model, steps_per_epoch=10)
         allowed = []
         for _ in range(10 * 10):
@@ -86,16 +91,16 @@ def test_ema_decay_warms_up_then_holds():
 
 
 def test_switch_to_focal_epoch():
-    args = train.parse_args(["--switch-to-focal-epoch", "3"])
+    args = settings("--switch-to-focal-epoch", "3")
     assert [train.make_criterion(args, e, None)[1] for e in (1, 2, 3, 4)] == ["ce", "ce", "focal", "focal"]
     assert train.make_criterion(args, 3, None)[0].gamma == args.focal_gamma
 
 
 def derived(argv, short_side, images):
     from data import Split
-    args = train.parse_args(argv)
     split = Split([f"{i}.jpg" for i in range(images)], ["a"] * images, sizes=np.full((images, 2), short_side))
-    why = train.derive_defaults(args, split)
+    args, sources = train.resolve_settings(train.parse_args(argv), train=split)
+    why = {key: why for key, why in sources.items() if key in ("img_size", "batch_size", "epochs")}  # from the data
     return (args.arch, args.img_size, args.batch_size, args.epochs, args.optimizer), why
 
 
@@ -325,3 +330,22 @@ def test_a_saturated_validation_accuracy_still_follows_the_loss():
     assert stopper.best_value == 1.0
     loss_only = train.EarlyStopping("val_loss", patience=5)
     assert [loss_only.update(m) for m in epochs[:3]] == [True, True, True] and loss_only.best_value == 0.10
+
+
+def test_settings_are_resolved_once_and_frozen():
+    resolved, sources = train.resolve_settings(train.parse_args(["--lr", "0.01"]))
+    assert (resolved.arch, resolved.lr, resolved.optimizer) == ("smallcnn", 0.01, "sgd")
+    assert sources["optimizer"] == "smallcnn default" and "lr" not in sources  # what was given is not reported
+    with pytest.raises(AttributeError, match="fixed once resolved"):
+        resolved.epochs = 3
+
+
+def test_init_of_a_backbone_takes_the_backbones_defaults():
+    """--init of an efficientnet run without --pretrained: its model and input, and the recipe of its
+    kind (AdamW), not the small CNN's, which the command line's arch alone would give."""
+    init = {"arch": "efficientnet_lite0", "attention": "none", "drop": 0.0, "width": None, "img_size": 160,
+            "upscale": "bicubic", "vflip": False}
+    resolved, sources = train.resolve_settings(train.parse_args(["--init", "runs/x"]), init=init)
+    assert (resolved.arch, resolved.img_size, resolved.optimizer, resolved.lr) == ("efficientnet_lite0", 160,
+                                                                                   "adamw", 1e-3)
+    assert sources["arch"] == "--init runs/x"
