@@ -19,8 +19,15 @@ import numpy as np
 
 from augment import input_size
 from choices import NUMBER_BLOCK, VAL_FRACTION
-from data import (NEAR_DUPLICATE_BITS, duplicate_groups, load_rgb, near_duplicate_pairs, read_dataset,
-                  resolve_data_dir, train_val_split)
+from data import (
+    NEAR_DUPLICATE_BITS,
+    duplicate_groups,
+    load_rgb,
+    near_duplicate_pairs,
+    read_dataset,
+    resolve_data_dir,
+    train_val_split,
+)
 from utils import append_csv, pyplot, run_cli, save_photo_figure
 
 

@@ -41,12 +41,28 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torch.optim.swa_utils import AveragedModel
 
 from balance import draw_weights
+from choices import AMP, NUMBER_BLOCK, VAL_FRACTION
 from data import load_rgb, read_dataset, resolve_data_dir, take_fraction, train_val_split
 from models import build_model
-from choices import AMP, NUMBER_BLOCK, VAL_FRACTION
-from utils import (UserError, amp_dtype, append_csv, ema_update, environment, latest_run, load_checkpoint, new_run_dir,
-                   pick_device, pyplot, read_csv, run_cli, safe_name, save_checkpoint, save_epoch_figure, seed_everything,
-                   write_json)
+from utils import (
+    UserError,
+    amp_dtype,
+    append_csv,
+    ema_update,
+    environment,
+    latest_run,
+    load_checkpoint,
+    new_run_dir,
+    pick_device,
+    pyplot,
+    read_csv,
+    run_cli,
+    safe_name,
+    save_checkpoint,
+    save_epoch_figure,
+    seed_everything,
+    write_json,
+)
 
 FD_NOTE = "FD on efficientnet_lite0 features: NOT comparable with Inception-FID numbers"
 FD_SIZE = 128  # images are upscaled to this before the feature network, which was trained at 224 px

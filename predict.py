@@ -33,13 +33,32 @@ from tqdm import tqdm
 
 from augment import build_transform, model_input, named_views, view_probs
 from balance import logit_adjustment
-from data import (ImageDataset, Split, list_images, load_rgb, make_loader, read_dataset, resolve_data_dir,
-                  scan_images)
+from choices import AMP, NON_NEGATIVE_INT, POSITIVE_INT, bounded
+from data import (
+    ImageDataset,
+    Split,
+    list_images,
+    load_rgb,
+    make_loader,
+    read_dataset,
+    resolve_data_dir,
+    scan_images,
+)
 from models import inference_settings, load_run
 from scoring import publish, write_probabilities
-from choices import AMP, NON_NEGATIVE_INT, POSITIVE_INT, bounded
-from utils import (UserError, amp_dtype, check_writable, latest_run, load_checkpoint, loader_workers, pick_device,
-                   read_csv, run_cli, run_folder, write_json)
+from utils import (
+    UserError,
+    amp_dtype,
+    check_writable,
+    latest_run,
+    load_checkpoint,
+    loader_workers,
+    pick_device,
+    read_csv,
+    run_cli,
+    run_folder,
+    write_json,
+)
 
 
 def parse_args(argv=None):

@@ -31,9 +31,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from choices import (AMP, ARCHS, ATTENTIONS, AUGMENTATIONS, BALANCE_METHODS, FRACTION, IMAGE_SIZE, NON_NEGATIVE,
-                     NON_NEGATIVE_INT, NUMBER_BLOCK, POSITIVE, POSITIVE_INT, PROBABILITY, UPSCALE, VAL_FRACTION,
-                     WORKERS_HELP, HelpFormatter, arch, bounded)
+from choices import (
+    AMP,
+    ARCHS,
+    ATTENTIONS,
+    AUGMENTATIONS,
+    BALANCE_METHODS,
+    FRACTION,
+    IMAGE_SIZE,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    NUMBER_BLOCK,
+    POSITIVE,
+    POSITIVE_INT,
+    PROBABILITY,
+    UPSCALE,
+    VAL_FRACTION,
+    WORKERS_HELP,
+    HelpFormatter,
+    arch,
+    bounded,
+)
 
 # What the recipe flags become when not given, by model kind. The small CNN trains from scratch with
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
@@ -185,14 +203,48 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from augment import build_transform, cache_form, input_size, model_input, tta_views
-from balance import (BalanceOptions, class_counts, find_hard_examples, loss_weights, make_sampler,
-                     training_images)
-from data import (EpochOrder, ImageDataset, fold_split, make_loader, read_dataset, resolve_data_dir, take_fraction,
-                  train_val_split)
+from balance import (
+    BalanceOptions,
+    class_counts,
+    find_hard_examples,
+    loss_weights,
+    make_sampler,
+    training_images,
+)
+from data import (
+    EpochOrder,
+    ImageDataset,
+    fold_split,
+    make_loader,
+    read_dataset,
+    resolve_data_dir,
+    take_fraction,
+    train_val_split,
+)
 from models import build_model, load_run
-from utils import (UserError, amp_dtype, append_csv, check_writable, ema_update, environment, from_rank_zero,
-                   init_distributed, load_checkpoint, loader_workers, lock_run, new_run_dir, pick_device, plot_curves,
-                   read_csv, run_cli, run_folder, save_checkpoint, seed_everything, write_csv, write_json)
+from utils import (
+    UserError,
+    amp_dtype,
+    append_csv,
+    check_writable,
+    ema_update,
+    environment,
+    from_rank_zero,
+    init_distributed,
+    load_checkpoint,
+    loader_workers,
+    lock_run,
+    new_run_dir,
+    pick_device,
+    plot_curves,
+    read_csv,
+    run_cli,
+    run_folder,
+    save_checkpoint,
+    seed_everything,
+    write_csv,
+    write_json,
+)
 
 
 def main(argv=None):

@@ -227,6 +227,7 @@ def test_uint8_batches_normalised_on_the_device_match_albumentations_normalize()
     """The loader hands over uint8 tensors; augment.model_input must give the model what albumentations'
     Normalize (and preprocessing.json of an export) describe: (pixel / 255 - mean) / std per channel."""
     import albumentations as A
+
     from augment import build_transform, model_input
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

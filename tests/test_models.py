@@ -67,6 +67,7 @@ def test_failed_weight_download_says_where_to_put_the_file(monkeypatch):
 def test_any_timm_or_torchvision_backbone_takes_a_local_weights_file(tmp_path, competition, monkeypatch):
     import timm
     import torchvision
+
     import train
     from models import build_model
     from utils import UserError

@@ -215,6 +215,7 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path, competition)
     import subprocess
     import sys
     import time
+
     from conftest import ROOT
     common = [sys.executable, str(ROOT / "train.py"), *tiny_args(competition, "--epochs", "4", "--ema", "0.9",
                                                                   "--aug", "heavy")]
@@ -271,6 +272,7 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(tmp_path):
     resumed distributed run repeats the uninterrupted one exactly."""
     import subprocess
     import sys
+
     from conftest import ROOT
     comp = make_competition(tmp_path / "comp", per_class=40)
     common = ["--data", str(comp), "--img-size", "32", "--workers", "0", "--block", "4", "--drop", "0",
