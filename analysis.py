@@ -146,7 +146,8 @@ def save_confusion(cm, classes, out_path, normalise):
     fig, ax = pyplot().subplots(figsize=(max(5, len(classes) * 0.7), max(4, len(classes) * 0.6)))
     ConfusionMatrixDisplay(shown, display_labels=classes).plot(
         ax=ax, xticks_rotation=45, colorbar=False, values_format=".2f" if normalise else "d")
-    ax.set_title(("share of each true class" if normalise else "counts") + " (rows: true, columns: predicted)")
+    ax.set_title(("share of each true class" if normalise else "counts")
+                 + " (rows: true, columns: predicted)")
     save_figure(fig, out_path)
 
 
@@ -181,8 +182,10 @@ def conclusion(errors, counts, errors_csv):
     """(dominant group, one line of advice that names the classes involved)."""
     dominant = max(GROUPS, key=lambda g: counts[g])  # ties go to the earlier group in the precedence
     in_group = [e for e in errors if e["group"] == dominant]
-    names = [n for n, _ in Counter([e["true"] for e in in_group] + [e["predicted"] for e in in_group]).most_common(4)]
-    advice = ADVICE[dominant].format(names=", ".join(names), csv=shlex.quote(",".join(names)), errors_csv=errors_csv)
+    names = [n for n, _ in Counter([e["true"] for e in in_group]
+                                   + [e["predicted"] for e in in_group]).most_common(4)]
+    advice = ADVICE[dominant].format(names=", ".join(names), csv=shlex.quote(",".join(names)),
+                                     errors_csv=errors_csv)
     return dominant, advice
 
 
@@ -196,19 +199,22 @@ def class_sections(classes, true_idx, pred_idx, cm, lookalikes):
     precision, recall, f1, support = precision_recall_fscore_support(
         true_idx, pred_idx, labels=range(len(classes)), zero_division=0)
     lines = ["## Per class", ""] + table(["class", "precision", "recall", "F1", "images"], [
-        (c, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", n) for c, p, r, f, n in zip(classes, precision, recall, f1, support)])
+        (c, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", n)
+        for c, p, r, f, n in zip(classes, precision, recall, f1, support)])
     lines += ["", "## Most confused (true -> predicted)", ""] + table(
         ["true", "predicted", "count", "share of true class"],
         [(classes[t], classes[p], n, f"{n / cm[t].sum():.3f}") for t, p, n in confused_pairs(cm)[:20]])
     lines += ["", "## Look-alike class pairs (closest class-mean embeddings, top third)", ""] + table(
-        ["class", "class", "cosine similarity"], [(classes[a], classes[b], f"{s:.3f}") for a, b, s in lookalikes])
+        ["class", "class", "cosine similarity"],
+        [(classes[a], classes[b], f"{s:.3f}") for a, b, s in lookalikes])
     return lines + ([] if lookalikes else ["", "None: fewer than three classes have images."])
 
 
 def gallery_sections(out_dir, prefix, classes, cm, errors, gallery_size, top_pairs, heat_map=None):
     """Draws the worst errors (under their Grad-CAM maps with heat_map) and one page per most-confused
     unordered pair; markdown linking them."""
-    save_gallery(errors[:gallery_size], "highest-loss errors", out_dir / f"{prefix}_worst_errors.png", heat_map)
+    save_gallery(errors[:gallery_size], "highest-loss errors", out_dir / f"{prefix}_worst_errors.png",
+                 heat_map)
     lines = ["## Worst errors", "", f"![worst errors]({prefix}_worst_errors.png)", "",
              "## Most-confused pairs, both directions", ""]
     for a, b in top_unordered_pairs(cm, top_pairs):
@@ -227,18 +233,19 @@ def group_sections(errors, counts, dominant, advice):
     if confident:
         lines += ["", "Confident errors and the nearest image labeled as the predicted class:", ""] + table(
             ["id", "true", "predicted", "confidence", "nearest", "similarity"],
-            [(e["id"], e["true"], e["predicted"], f"{e['confidence']:.3f}", e["nearest_predicted_class_id"] or "-",
-              e["nearest_similarity"] or "-") for e in confident[:20]])
+            [(e["id"], e["true"], e["predicted"], f"{e['confidence']:.3f}",
+              e["nearest_predicted_class_id"] or "-", e["nearest_similarity"] or "-")
+             for e in confident[:20]])
     return lines + ["", "## Conclusion", "", f"Most errors are **{dominant}**: {advice}"]
 
 
-def write_analysis(out_dir, prefix, classes, ids, paths, labels, probs, embeddings, gallery_size=16, top_pairs=3,
-                   heat_map=None):
-    """classes: list of K class names (the model's order); ids: N ids; paths: N image files (to draw galleries:
-    load them with data.load_rgb(path) which returns an HxWx3 uint8 RGB array); labels: N true class names;
-    probs: (N, K) numpy float array of predicted probabilities (rows sum to 1); embeddings: (N, D) numpy
-    float array (the model's pooled features, one per image); heat_map: optional, see save_gallery. Returns a short text summary (a few lines)
-    for the console."""
+def write_analysis(out_dir, prefix, classes, ids, paths, labels, probs, embeddings, gallery_size=16,
+                   top_pairs=3, heat_map=None):
+    """classes: list of K class names (the model's order); ids: N ids; paths: N image files (to draw
+    galleries: load them with data.load_rgb(path) which returns an HxWx3 uint8 RGB array); labels: N true
+    class names; probs: (N, K) numpy float array of predicted probabilities (rows sum to 1); embeddings:
+    (N, D) numpy float array (the model's pooled features, one per image); heat_map: optional, see
+    save_gallery. Returns a short text summary (a few lines) for the console."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes, probs, embeddings = list(classes), np.asarray(probs, float), np.asarray(embeddings, float)

@@ -64,7 +64,8 @@ def augmentations(aug, size, upscale="bicubic", vflip=False):
         ops = [A.RandomResizedCrop(size=(size, size), scale=(0.5, 1.0), ratio=(0.75, 4 / 3),
                                    interpolation=interpolation, area_for_downscale="image"),
                A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.8),
-               A.Affine(rotate=(-10, 10), interpolation=interpolation, border_mode=cv2.BORDER_REFLECT_101, p=0.3)]
+               A.Affine(rotate=(-10, 10), interpolation=interpolation, border_mode=cv2.BORDER_REFLECT_101,
+                        p=0.3)]
     if aug == "light":
         ops.append(A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), interpolation=interpolation,
                             border_mode=cv2.BORDER_REFLECT_101, p=1.0))
@@ -95,7 +96,8 @@ def cache_form(augs, size, upscale="bicubic"):
         scale = 2 * size / min(image.shape[:2])
         if scale >= 1:
             return image
-        return cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+        return cv2.resize(image, (max(1, round(image.shape[1] * scale)),
+                                  max(1, round(image.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
     return shrink
 
@@ -205,16 +207,19 @@ def save_preview(image, augs, size, upscale, out_path, vflip=False, draws=7, cre
 
 def main():
     from data import load_rgb, read_dataset, resolve_data_dir
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
-    parser.add_argument("--aug", nargs="+", default=["heavy"], choices=AUGMENTATIONS, help="pipelines, a row each")
+    parser.add_argument("--aug", nargs="+", default=["heavy"], choices=AUGMENTATIONS,
+                        help="pipelines, a row each")
     parser.add_argument("--img-size", type=int, default=160)
     parser.add_argument("--vflip", action="store_true", help="vertical flips too")
     parser.add_argument("--upscale", default="bicubic", choices=UPSCALE)
     parser.add_argument("--index", type=int, default=0, help="which training image to show")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="PNG path (default: reports/augment_AUG.png)")
-    parser.add_argument("--credit", default="", help="a line under the figure: the image's source and licence")
+    parser.add_argument("--credit", default="",
+                        help="a line under the figure: the image's source and licence")
     args = parser.parse_args()
     train = read_dataset(resolve_data_dir(args.data))["train"]
     np.random.seed(args.seed)

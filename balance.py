@@ -154,13 +154,16 @@ def synthetic_images(args, classes, real_counts):
     (--synthetic-only). Classes without a folder in DIR get none."""
     if not args.synthetic:
         if args.balance == "synthetic" or args.synthetic_only:
-            raise UserError("--balance synthetic and --synthetic-only need --synthetic DIR (python gan.py sample)")
+            raise UserError("--balance synthetic and --synthetic-only need --synthetic DIR "
+                            "(python gan.py sample)")
         return [], []
     if not Path(args.synthetic).is_dir():
-        raise UserError(f"--synthetic {args.synthetic}: folder not found (python gan.py sample --out DIR writes one)")
+        raise UserError(f"--synthetic {args.synthetic}: folder not found "
+                        "(python gan.py sample --out DIR writes one)")
     found = read_folder(args.synthetic)
     if found.labels is None:
-        raise UserError(f"--synthetic {args.synthetic}: expected class folders DIR/<class>/ as gan.py sample writes")
+        raise UserError(f"--synthetic {args.synthetic}: expected class folders DIR/<class>/ "
+                        "as gan.py sample writes")
     class_list(",".join(sorted(set(found.labels))), classes, "--synthetic")
     labels, rng = np.asarray(found.labels), np.random.default_rng(args.seed)
     paths, targets = [], []
@@ -192,7 +195,8 @@ def pseudo_labeled_images(args, classes, test):
     by_id = dict(zip(test.ids, test.paths))
     rows = [r for r in read_csv(path) if float(r["confidence"]) >= args.pseudo_threshold and r["id"] in by_id]
     class_list(",".join(sorted({r["label"] for r in rows})), classes, "--pseudo")
-    print(f"pseudo-labels: {len(rows)} of {len(test.paths)} test images at confidence >= {args.pseudo_threshold}")
+    print(f"pseudo-labels: {len(rows)} of {len(test.paths)} test images "
+          f"at confidence >= {args.pseudo_threshold}")
     return [by_id[r["id"]] for r in rows], [classes.index(r["label"]) for r in rows]
 
 
@@ -205,7 +209,8 @@ def training_images(train, classes, args, test=None):
     if args.balance == "oversample":
         keep = oversample_indices(targets, args.seed)
     elif args.oversample_classes:
-        repeat = {classes.index(c) for c in class_list(args.oversample_classes, classes, "--oversample-classes")}
+        repeat = {classes.index(c)
+                  for c in class_list(args.oversample_classes, classes, "--oversample-classes")}
         keep = oversample_indices(targets, args.seed, repeat, args.oversample_factor)
     else:
         keep = np.arange(len(targets))

@@ -11,12 +11,13 @@ ARCHS = ("smallcnn",) + LITE_ARCHS + TORCHVISION_ARCHS  # models.py
 ATTENTIONS = ("none", "se", "cbam")  # models.py
 AUGMENTATIONS = ("none", "flips", "light", "heavy")  # augment.py
 UPSCALE = ("nearest", "bilinear", "bicubic", "lanczos", "area")  # augment.py: interpolation when enlarging
-BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample", "synthetic")  # balance.py
+BALANCE_METHODS = ("none", "sampler", "weights", "effective", "oversample", "undersample",
+                   "synthetic")  # balance.py
 AMP = ("auto", "bf16", "fp16", "off")  # utils.amp_dtype
 VAL_FRACTION = 0.15  # train.py --val-fraction, data.py split --val and the split eda.py shows
 NUMBER_BLOCK = 25  # train.py and data.py --block: numbered files in blocks of this many stay together
-WORKERS_HELP = ("data loader processes (default: one per core but the main process's, at most 8; none for the small "
-                "CNN on a CPU of 2 cores or fewer, where loading in the main process is faster)")
+WORKERS_HELP = ("data loader processes (default: one per core but the main process's, at most 8; none for "
+                "the small CNN on a CPU of 2 cores or fewer, where loading in the main process is faster)")
 
 
 def arch(name):
@@ -36,7 +37,8 @@ def bounded(kind, low=None, high=None, open_low=False, open_high=False):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not "
+                                             f"{'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if ((low is not None and (value < low or (open_low and value == low)))
@@ -52,7 +54,8 @@ POSITIVE = bounded(float, 0, open_low=True)
 NON_NEGATIVE = bounded(float, 0)
 FRACTION = bounded(float, 0, 1)  # a share, 0 and 1 included
 PROBABILITY = bounded(float, 0, 1, open_high=True)  # dropout, smoothing, EMA decay: 1 would stop learning
-IMAGE_SIZE = bounded(int, 16, 2048)  # the small CNN pools 4 times; beyond 2048 px a batch rarely fits in memory
+IMAGE_SIZE = bounded(int, 16, 2048)  # the small CNN pools 4 times;
+                                     # beyond 2048 px a batch rarely fits in memory
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

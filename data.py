@@ -38,7 +38,8 @@ from utils import UserError, append_csv, run_cli, safe_name
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_data" / "digits"
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-NEAR_DUPLICATE_BITS = 2  # difference hashes this close (of 64 bits) are the same picture, resized or re-encoded
+NEAR_DUPLICATE_BITS = 2  # difference hashes this close (of 64 bits) are the same picture,
+                         # resized or re-encoded
 MIN_HASH_SIDE = 32  # smaller images have too few pixels for the hash to tell pictures apart
 FINGERPRINT_CACHE = Path(__file__).resolve().parent / ".cache" / "fingerprints"  # one JSON per folder read
 
@@ -175,11 +176,12 @@ def list_images(folder):
     """The image files of a folder, by name. A name that is not printable UTF-8 text is skipped with a
     warning: its id could not be written to split.csv or a submission."""
     images = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    named = [p for p in images if p.name.isprintable() and p.name.encode("utf-8", "replace").decode() == p.name]
+    named = [p for p in images
+             if p.name.isprintable() and p.name.encode("utf-8", "replace").decode() == p.name]
     if len(named) < len(images):
         first = next(p for p in images if p not in named)
-        warnings.warn(f"{len(images) - len(named)} image(s) in {folder} with a name that is not valid UTF-8 text "
-                      f"(first: {first.name!r}): skipped; rename them", stacklevel=2)
+        warnings.warn(f"{len(images) - len(named)} image(s) in {folder} with a name that is not valid UTF-8 "
+                      f"text (first: {first.name!r}): skipped; rename them", stacklevel=2)
     return named
 
 
@@ -210,8 +212,8 @@ def read_folder(folder, labels_csv=None):
             files = list_images(d)
             nested = [s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")]
             if nested:
-                warnings.warn(f"{d} has subfolders ({nested[0].name}, ...): their images are not read; move them "
-                              "into the class folder itself", stacklevel=2)
+                warnings.warn(f"{d} has subfolders ({nested[0].name}, ...): their images are not read; move "
+                              "them into the class folder itself", stacklevel=2)
             if not files:
                 raise UserError(f"class folder {d} has no images: remove it or add images")
             paths += files
@@ -233,7 +235,8 @@ def read_folder(folder, labels_csv=None):
     if not split.paths:
         raise UserError(f"no readable images in {folder}")
     if lost:  # a model with one class fewer would train without a word
-        raise UserError(f"{folder}: no readable image of class {', '.join(sorted(lost))}: fix or remove its images")
+        raise UserError(f"{folder}: no readable image of class {', '.join(sorted(lost))}: "
+                        "fix or remove its images")
     return split
 
 
@@ -248,7 +251,8 @@ def read_table(path, what):
         with Path(path).open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = [c.strip() for c in next(reader, [])]
-            rows = [dict(zip(header, (v.strip() for v in row))) for row in reader if any(v.strip() for v in row)]
+            rows = [dict(zip(header, (v.strip() for v in row)))
+                    for row in reader if any(v.strip() for v in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{what} {path} is not a readable CSV ({type(e).__name__}: {e})") from None
     if not header or not rows:
@@ -295,7 +299,8 @@ def check_label_spelling(labels, where):
     clashes = [names for names in by_key.values() if len(names) > 1]
     if clashes:
         raise UserError(f"{where}: class names that differ only in case or spaces: "
-                        + "; ".join(" / ".join(repr(n) for n in names) for names in clashes) + " (fix the typo)")
+                        + "; ".join(" / ".join(repr(n) for n in names) for names in clashes)
+                        + " (fix the typo)")
 
 
 def read_labels_csv(folder, csv_path):
@@ -317,9 +322,11 @@ def read_labels_csv(folder, csv_path):
             paths.append(path)
             found.append(label)
     if missing:
-        warnings.warn(f"{len(missing)} ids in {csv_path} have no image in {folder} (first: {missing[0]}); skipped")
+        warnings.warn(f"{len(missing)} ids in {csv_path} have no image in {folder} "
+                      f"(first: {missing[0]}); skipped")
     if unlabeled:
-        warnings.warn(f"{len(unlabeled)} rows of {csv_path} have an empty label (first: {unlabeled[0]}); skipped")
+        warnings.warn(f"{len(unlabeled)} rows of {csv_path} have an empty label "
+                      f"(first: {unlabeled[0]}); skipped")
     return Split(paths, found)
 
 
@@ -343,7 +350,8 @@ def read_dataset(data_dir):
     """Everything in a competition folder: train/val/test splits, class names and the CSVs."""
     data_dir = Path(data_dir)
     if not (data_dir / "train").is_dir():
-        raise UserError(f"{data_dir} has no train/ folder (expected train/<class>/*.jpg or train/ + train.csv)")
+        raise UserError(f"{data_dir} has no train/ folder "
+                        "(expected train/<class>/*.jpg or train/ + train.csv)")
     ds = {"dir": data_dir, "train": read_folder(data_dir / "train", data_dir / "train.csv")}
     if ds["train"].labels is None:
         raise UserError(f"{data_dir}/train has no labels: use class subfolders or a train.csv (id,label)")
@@ -435,8 +443,8 @@ class ImageDataset(torch.utils.data.Dataset):
                 cache.append(image)
                 total += image.nbytes
                 if total > max_bytes:
-                    print(f"note: {len(self.paths)} images do not fit in {max_bytes / 2**30:.0f} GiB: decoded every "
-                          "epoch")
+                    print(f"note: {len(self.paths)} images do not fit in {max_bytes / 2**30:.0f} GiB: "
+                          "decoded every epoch")
                     return
         self.cache = cache
 
@@ -580,8 +588,8 @@ def split_counts(labels, held_out, fraction):
     for c in sorted(set(labels.tolist())):
         n, held = int((labels == c).sum()), int((held_out & (labels == c)).sum())
         low, high = math.floor(0.5 * fraction * n), math.ceil(2 * fraction * n)
-        rows.append({"class": c, "images": n, "train": n - held, "held_out": held, "share": round(held / n, 3),
-                     "in_bounds": low <= held <= high and held < n})
+        rows.append({"class": c, "images": n, "train": n - held, "held_out": held,
+                     "share": round(held / n, 3), "in_bounds": low <= held <= high and held < n})
     return rows
 
 
@@ -593,8 +601,8 @@ def check_split(rows, what="validation"):
         raise UserError(f"the split left classes with no training image: {', '.join(empty)}")
     unscored = [r["class"] for r in rows if r["held_out"] == 0]
     if unscored:
-        print(f"warning: {len(unscored)} class(es) too small to hold any image out for {what} (trained on, not "
-              f"scored): {', '.join(unscored)}")
+        print(f"warning: {len(unscored)} class(es) too small to hold any image out for {what} (trained on, "
+              f"not scored): {', '.join(unscored)}")
     off = [f"{r['class']} {r['share']:.0%}" for r in rows if r["held_out"] and not r["in_bounds"]]
     if off:
         print(f"warning: {what} share outside [0.5, 2] x the target for: {', '.join(off)}")
@@ -604,12 +612,12 @@ def describe_grouping(grouping, split, what="validation"):
     """One line per finding of the grouping: conflicts across classes and links left out."""
     if grouping.conflicts:
         i, j = grouping.conflicts[0]
-        print(f"warning: {len(grouping.conflicts)} look-alike image pair(s) carry different labels (label conflicts "
-              f"or leaks; first: {split.paths[i]} = {split.labels[i]}, {split.paths[j]} = {split.labels[j]}); "
-              "python eda.py lists them all")
+        print(f"warning: {len(grouping.conflicts)} look-alike image pair(s) carry different labels (label "
+              f"conflicts or leaks; first: {split.paths[i]} = {split.labels[i]}, {split.paths[j]} = "
+              f"{split.labels[j]}); python eda.py lists them all")
     if grouping.refused:
-        print(f"warning: {grouping.refused} near-duplicate link(s) left out so that no group outgrows its share of "
-              f"a class: some near-duplicates may sit on both sides of the {what} split")
+        print(f"warning: {grouping.refused} near-duplicate link(s) left out so that no group outgrows its "
+              f"share of a class: some near-duplicates may sit on both sides of the {what} split")
 
 
 def holdout_split(split, fraction, block, seed):
@@ -683,7 +691,8 @@ def split_dataset(data_dir, out_dir, val, test, seed, block):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(train.paths[i], dest)
         append_csv(out_dir / "manifest.csv", {"split": names[part[i]], "label": train.labels[i],
-                                              "group": grouping.groups[i], "file": str(dest.relative_to(out_dir)),
+                                              "group": grouping.groups[i],
+                                              "file": str(dest.relative_to(out_dir)),
                                               "source": train.paths[i]})
     for k, name in enumerate(names):
         print(f"{name}: {(part == k).sum()} images, {len(set(grouping.groups[part == k]))} duplicate groups")
@@ -691,7 +700,8 @@ def split_dataset(data_dir, out_dir, val, test, seed, block):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("split", help="write a fixed stratified train/val/test split as folders")
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")

@@ -35,7 +35,8 @@ def save_examples(train, classes, path, rng, per_class=8, credit=""):
     """A grid of per_class random training images of every class, downscaled (80 dpi: a small PNG that
     a report can commit); credit (the images' source and licence) is written under it."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.2, len(classes) * 1.3), squeeze=False)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.2, len(classes) * 1.3),
+                             squeeze=False)
     for row, c in enumerate(classes):
         idx = [i for i, label in enumerate(train.labels) if label == c]
         for col, i in enumerate(rng.choice(idx, min(per_class, len(idx)), replace=False)):
@@ -95,11 +96,12 @@ def eda(data_dir, out_dir, examples=True, credit=""):
     near = [(i, j) for i, j in pairs if train.labels[i] == train.labels[j]]
     conflicts = [(i, j) for i, j in pairs if train.labels[i] != train.labels[j]]
     cross = near_duplicate_pairs(ds["test"], train) if ds["test"] else []
-    for kind, found, a in (("exact", exact, train), ("near", near, train), ("label-conflict", conflicts, train),
-                           ("train-test", cross, ds["test"])):
+    for kind, found, a in (("exact", exact, train), ("near", near, train),
+                           ("label-conflict", conflicts, train), ("train-test", cross, ds["test"])):
         for i, j in found:
-            append_csv(out_dir / "duplicates.csv", {"kind": kind, "a": a.paths[i], "label_a": a.labels[i] if a.labels
-                                                    else "", "b": train.paths[j], "label_b": train.labels[j]})
+            append_csv(out_dir / "duplicates.csv", {"kind": kind, "a": a.paths[i],
+                                                    "label_a": a.labels[i] if a.labels else "",
+                                                    "b": train.paths[j], "label_b": train.labels[j]})
     grouping = duplicate_groups(train)
     largest_group = int(np.bincount(grouping.groups).max())
 
@@ -112,21 +114,24 @@ def eda(data_dir, out_dir, examples=True, credit=""):
              "- images per class: " + ", ".join(f"{c} {counts[c]}" for c in classes),
              f"- imbalance ratio (largest / smallest class): {ratio:.1f}",
              f"- image size: width {w.min()}-{w.max()} (median {int(np.median(w))}), "
-             f"height {h.min()}-{h.max()} (median {int(np.median(h))}); aspect ratio {np.median(w / h):.2f} median",
+             f"height {h.min()}-{h.max()} (median {int(np.median(h))}); aspect ratio "
+             f"{np.median(w / h):.2f} median",
              f"- channel mean (RGB, 0-1): {mean.round(3).tolist()}, std: {std.round(3).tolist()}"
              f" (over {len(sample)} images)",
-             f"- exact duplicate pairs in train: {len(exact)} ({len(exact_conflicts)} with two labels); near-duplicate "
-             f"pairs (hash within {NEAR_DUPLICATE_BITS} bits) within a class: {len(near)}, across classes (label "
-             f"conflicts, leaks, or look-alike backgrounds): {len(conflicts)}; test images nearly matching a train "
-             f"image: {len(cross)} (all listed in duplicates.csv)",
-             f"- validation grouping (train.py's defaults): {len(set(grouping.groups))} groups, the largest "
-             f"{largest_group} images; {grouping.refused} links left out to keep groups within 15% of a class",
+             f"- exact duplicate pairs in train: {len(exact)} ({len(exact_conflicts)} with two labels); "
+             f"near-duplicate pairs (hash within {NEAR_DUPLICATE_BITS} bits) within a class: {len(near)}, "
+             f"across classes (label conflicts, leaks, or look-alike backgrounds): {len(conflicts)}; test "
+             f"images nearly matching a train image: {len(cross)} (all listed in duplicates.csv)",
+             f"- validation grouping (train.py's defaults): {len(set(grouping.groups))} groups, "
+             f"the largest {largest_group} images; {grouping.refused} links left out to keep groups "
+             "within 15% of a class",
              "", "## Conclusions", ""]
     if ratio >= 3:
         lines.append(f"- Imbalanced (ratio {ratio:.1f}): balance the classes (`--balance sampler` or "
                      "`--balance weights`, or `--loss focal`) and judge by macro-F1, not accuracy alone.")
     else:
-        lines.append(f"- Balanced enough (ratio {ratio:.1f}): plain cross-entropy; accuracy is a fair metric.")
+        lines.append(f"- Balanced enough (ratio {ratio:.1f}): plain cross-entropy; "
+                     "accuracy is a fair metric.")
     lines.append(f"- Input size: the median short side is {median_side:.0f} px, so train.py's default is "
                  f"{input_size(median_side, False)} px from scratch and {input_size(median_side, True)} px "
                  "pretrained (`--img-size`, `--upscale`).")
@@ -134,25 +139,30 @@ def eda(data_dir, out_dir, examples=True, credit=""):
         lines.append("- Near-duplicates exist: validation splits must keep them on one side "
                      "(`data.py split` and train.py's own split group them).")
     if conflicts or exact_conflicts:
-        lines.append(f"- {len(conflicts) + len(exact_conflicts)} look-alike pairs carry two labels: check them in "
-                     "duplicates.csv (kind label-conflict); they are never grouped across classes.")
+        lines.append(f"- {len(conflicts) + len(exact_conflicts)} look-alike pairs carry two labels: check "
+                     "them in duplicates.csv (kind label-conflict); they are never grouped across classes.")
     if cross:
         lines.append("- Some test images nearly match training images: expect test accuracy above a clean "
                      "hold-out's on those.")
     _, _, split_rows = train_val_split(ds, VAL_FRACTION, NUMBER_BLOCK, 0)
     lines += ["", f"## The validation split train.py makes (its defaults: {VAL_FRACTION:.0%} of each class, "
-              "near-duplicates grouped, seed 0)", "", "| class | images | train | validation | share |", "|---|---|---|---|---|"]
-    lines += [f"| {r['class']} | {r['images']} | {r['train']} | {r['held_out']} | {r['share']:.1%} |" for r in split_rows]
+              "near-duplicates grouped, seed 0)", "", "| class | images | train | validation | share |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r['class']} | {r['images']} | {r['train']} | {r['held_out']} | {r['share']:.1%} |"
+              for r in split_rows]
     lines += ["", "![class balance](class_balance.png)", "", "![sizes](sizes.png)"]
     if examples:
         lines += ["", "![examples](examples.png)"]
     (out_dir / "eda.md").write_text("\n".join(lines) + "\n")
-    summary = {"data": str(ds["dir"]), "counts": counts, "imbalance_ratio": ratio, "median_short_side": median_side,
-               "exact_duplicates": len(exact), "near_duplicates": len(near), "label_conflicts": len(conflicts),
+    summary = {"data": str(ds["dir"]), "counts": counts, "imbalance_ratio": ratio,
+               "median_short_side": median_side, "exact_duplicates": len(exact),
+               "near_duplicates": len(near), "label_conflicts": len(conflicts),
                "test_near_train": len(cross), "split": split_rows, "credit": credit,
-               "conclusions": [line[2:] for line in lines[lines.index("## Conclusions"):] if line.startswith("- ")],
+               "conclusions": [line[2:] for line in lines[lines.index("## Conclusions"):]
+                               if line.startswith("- ")],
                "examples": "examples.png" if examples else None}
-    (out_dir / "eda.json").write_text(json.dumps(summary, indent=1, default=lambda value: value.item()) + "\n")
+    (out_dir / "eda.json").write_text(json.dumps(summary, indent=1,
+                                                 default=lambda value: value.item()) + "\n")
     print("\n".join(line for line in lines if line.startswith("- ")))
     print(f"wrote {out_dir}/eda.md and plots")
 
@@ -162,7 +172,8 @@ def main(argv=None):
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     p.add_argument("--out", default="reports/eda")
     p.add_argument("--no-examples", dest="examples", action="store_false",
-                   help="no grid of example images (for a report you commit where the images may not be copied)")
+                   help="no grid of example images (for a report you commit "
+                        "where the images may not be copied)")
     p.add_argument("--credit", default="", help="a line under the example images: their source and licence")
     args = p.parse_args(argv)
     eda(resolve_data_dir(args.data), args.out, args.examples, args.credit)

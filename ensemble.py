@@ -11,7 +11,8 @@ read a test label. Members fitted together must share their folds (same data, --
 Usage:
     python ensemble.py runs/lite0-5fold runs/lite1-5fold                  # equal weights
     python ensemble.py runs/lite0-5fold runs/lite1-5fold --weights oof    # weights that minimise OOF log-loss
-    python ensemble.py runs/lite0-5fold --stack logreg                    # logistic regression on OOF probabilities
+    python ensemble.py runs/lite0-5fold --stack logreg                    # logistic regression on OOF
+                                                                            probabilities
 
 Writes to --out (default runs/ensemble-TIME/): submission.csv, test_predictions.csv, and with test
 labels test_report.md and test_metrics.json (Public/Private from solution.csv); cv.json holds the
@@ -37,10 +38,12 @@ from utils import RUNS_DIR, UserError, load_checkpoint, read_csv, run_cli, write
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="predicted run folders (predict.py has written test_predictions.csv)")
+    p.add_argument("runs", nargs="+",
+                   help="predicted run folders (predict.py has written test_predictions.csv)")
     p.add_argument("--weights", default="equal", choices=("equal", "oof"),
                    help="equal, or the weights that minimise the out-of-fold log-loss")
-    p.add_argument("--stack", choices=("logreg",), help="a logistic regression on the members' OOF probabilities")
+    p.add_argument("--stack", choices=("logreg",),
+                   help="a logistic regression on the members' OOF probabilities")
     p.add_argument("--pseudo-precision", type=float, default=0.99,
                    help="the OOF accuracy the pseudo-label threshold must reach on the images above it")
     p.add_argument("--data", help="competition folder (default: the first member's)")
@@ -129,8 +132,8 @@ def main(argv=None):
     args = parse_args(argv)
     classes, test_ids, test, oof = load_members(args.runs)
     if (args.weights == "oof" or args.stack) and oof is None:
-        raise UserError("--weights oof and --stack need every member's out-of-fold predictions on the same images "
-                        "(k-fold runs with the same folds, predicted by predict.py)")
+        raise UserError("--weights oof and --stack need every member's out-of-fold predictions on the same "
+                        "images (k-fold runs with the same folds, predicted by predict.py)")
     weights = fit_weights(oof[2], oof[1]) if args.weights == "oof" else np.full(len(test), 1 / len(test))
     cv = {"members": args.runs, "weights": weights.round(4).tolist()}
     if oof is not None:
@@ -149,9 +152,9 @@ def main(argv=None):
                    "oof_macro_f1": float(f1_score(oof[1], preds, average="macro")), "stack": args.stack,
                    "pseudo_threshold": threshold, "pseudo_precision": args.pseudo_precision,
                    "pseudo_oof_coverage": coverage})
-        print(f"out-of-fold: accuracy {cv['oof_acc']:.4f}, macro-F1 {cv['oof_macro_f1']:.4f} on {len(preds)} images; "
-              f"pseudo-labels at confidence >= {threshold} are {args.pseudo_precision:.0%} right on "
-              f"{coverage:.0%} of them")
+        print(f"out-of-fold: accuracy {cv['oof_acc']:.4f}, macro-F1 {cv['oof_macro_f1']:.4f} on "
+              f"{len(preds)} images; pseudo-labels at confidence >= {threshold} are "
+              f"{args.pseudo_precision:.0%} right on {coverage:.0%} of them")
     else:
         test_mixed = np.tensordot(weights, test, axes=1)
         print("no shared out-of-fold predictions: equal weights, no CV score")
@@ -166,7 +169,8 @@ def main(argv=None):
     by_id = dict(zip(test_ids, test_mixed))
     missing = [i for i in split.ids if i not in by_id]
     if missing:
-        raise UserError(f"the members have no prediction for {len(missing)} test images (first: {missing[0]})")
+        raise UserError(f"the members have no prediction for {len(missing)} test images "
+                        f"(first: {missing[0]})")
     probs = np.stack([by_id[i] for i in split.ids])
     out_dir = Path(args.out or RUNS_DIR / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)

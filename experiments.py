@@ -30,7 +30,8 @@ accuracy at the epoch best.pt keeps by --monitor (choose rows by it: the test sc
 test accuracy without and with TTA, macro-F1, that epoch, seconds per epoch), the grid's findings under
 "## Findings", a per-class recall table, reports/GRID_val_curves.png and reports/GRID_bars.png. --findings
 rewrites only that section of an existing report (reports/GRID-full.md with --full) from the grids file and
-needs no runs: findings are revised after the runs are gone, and the rest of the report stays as the runs made it.
+needs no runs: findings are revised after the runs are gone, and the rest of the report stays
+as the runs made it.
 reports/GRID.json records every finished run's train.py and predict.py arguments and scores: the raw
 figures behind the means, which stand in for a run folder deleted since (rows can be added and the
 report rewritten later) as long as the grid still asks for exactly those arguments. Such a run is not
@@ -70,15 +71,19 @@ def parse_args(argv):
     p.add_argument("grid", help="a grid name from the grids file")
     p.add_argument("--data", help="competition folder (default: as train.py: ./data, else the built-in set)")
     p.add_argument("--seeds", type=int, default=3, help="run seeds 0 .. N-1 of every row")
-    p.add_argument("--full", action="store_true", help="the grid's full (GPU) settings instead of its cpu ones")
+    p.add_argument("--full", action="store_true",
+                   help="the grid's full (GPU) settings instead of its cpu ones")
     p.add_argument("--rows", help="comma-separated row labels to run (default: all)")
     p.add_argument("--grids", default=str(GRIDS_FILE), help="JSON file of grids (default: grids.json)")
     only = p.add_mutually_exclusive_group()
-    only.add_argument("--report", action="store_true", help="only write the report from the runs finished so far")
+    only.add_argument("--report", action="store_true",
+                      help="only write the report from the runs finished so far")
     only.add_argument("--findings", action="store_true",
-                      help="only rewrite the findings of the existing report from the grids file (no runs needed)")
-    p.add_argument("--jobs", type=int, default=1, help="seeds of a row trained at once, each in its own process "
-                                                       "(a small model leaves a big GPU idle)")
+                      help="only rewrite the findings of the existing report from the grids file "
+                           "(no runs needed)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="seeds of a row trained at once, each in its own process "
+                        "(a small model leaves a big GPU idle)")
     p.add_argument("--workers", help="loader workers for train.py and predict.py (default: theirs)")
     p.add_argument("--device", help="device for train.py and predict.py (default: auto)")
     args = p.parse_args(argv)
@@ -88,7 +93,8 @@ def parse_args(argv):
 
 
 def load_grid(path, name, only_rows):
-    """The grid, all its rows as {label: {"args": [str], "note"?, "fallback"?: [str]}}, and the labels to run."""
+    """The grid, all its rows as {label: {"args": [str], "note"?, "fallback"?: [str]}},
+    and the labels to run."""
     try:
         grids = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -110,8 +116,8 @@ def load_grid(path, name, only_rows):
     if not rows or not all(ROW_LABEL.fullmatch(label) and isinstance(row.get("args"), list)
                            and all(isinstance(row.get(key, []), list) for key in ("fallback", "predict"))
                            for label, row in rows.items()):
-        raise UserError(f"grid {name!r} in {path} needs rows: {{label of letters, digits, _.+-: [train.py args]}}"
-                        f" (a \"reuse\" row names a row listed before it)")
+        raise UserError(f"grid {name!r} in {path} needs rows: {{label of letters, digits, _.+-: "
+                        f"[train.py args]}} (a \"reuse\" row names a row listed before it)")
     wanted = only_rows.split(",") if only_rows else list(rows)
     if set(wanted) - set(rows):
         raise UserError(f"--rows: grid {name!r} has no row {', '.join(sorted(set(wanted) - set(rows)))}; "
@@ -125,7 +131,8 @@ def load_grid(path, name, only_rows):
 
 
 def check_train_args(where, argv):
-    """Fail in seconds, not hours in, when a row's arguments are not train.py's (a typo, an option it lacks)."""
+    """Fail in seconds, not hours in, when a row's arguments are not train.py's
+    (a typo, an option it lacks)."""
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
@@ -139,7 +146,8 @@ def check_scored(data, predict_args):
     """The report needs test labels: a labeled test/ or a solution.csv, where predict.py looks."""
     data = predict.parse_args(predict_args).data or data
     test = Path(data) / "test"
-    labeled = test.is_dir() and (any(p.is_dir() for p in test.iterdir()) or (Path(data) / "test.csv").is_file())
+    labeled = test.is_dir() and (any(p.is_dir() for p in test.iterdir())
+                                 or (Path(data) / "test.csv").is_file())
     if not labeled and not (Path(data) / "solution.csv").is_file():
         raise UserError(f"{data} has no labeled test/ and no solution.csv: a grid needs test scores")
 
@@ -185,7 +193,8 @@ class Plan:
         """(train.py argv, run folder) of every seed of a row."""
         names = [f"{self.tag}/{label}-s{seed}" for seed in self.seeds]  # train.py --name is under runs/
         return [(["--data", self.data, *self.settings, *[a.replace("{seed}", str(seed)) for a in args],
-                  "--seed", str(seed), "--name", name], RUNS_DIR / name) for seed, name in zip(self.seeds, names)]
+                  "--seed", str(seed), "--name", name], RUNS_DIR / name)
+                for seed, name in zip(self.seeds, names)]
 
 
 def fallback_label(label):
@@ -206,7 +215,8 @@ def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
     another row), the run is a copy of that one, predicted anew."""
     if finished(run_dir):
         return
-    if not run_dir.exists() and in_record(load_record(plan.tag), run_dir.name, asked(plan, argv, predict_args)):
+    if not run_dir.exists() and in_record(load_record(plan.tag), run_dir.name,
+                                          asked(plan, argv, predict_args)):
         print(f"{run_dir}: not run again: its folder is gone, its scores are in {record_path(plan.tag)}")
         return
     if reused_dir is not None:
@@ -217,7 +227,8 @@ def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
         for name in ("config.json", "log.csv", "split.csv", "best.pt"):
             shutil.copy2(reused_dir / name, run_dir / name)
     elif (run_dir / "last.pt").is_file():
-        plan.call(train, ["--resume", str(run_dir)] + plan.where)  # returns at once when all its epochs are done
+        # returns at once when all its epochs are done
+        plan.call(train, ["--resume", str(run_dir)] + plan.where)
     else:
         shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing to keep
         try:
@@ -225,14 +236,15 @@ def run_once(plan, argv, run_dir, predict_args, reused_dir=None):
         except UserError:
             shutil.rmtree(run_dir, ignore_errors=True)  # train.py made the folder before the error
             raise
-    plan.call(predict, ["--run", str(run_dir), "--tta", str(plan.tta), *plan.predict, *predict_args, *plan.where])
+    plan.call(predict, ["--run", str(run_dir), "--tta", str(plan.tta), *plan.predict, *predict_args,
+                        *plan.where])
 
 
 def planned(plan, label, row):
     """What the report shows for a row before it runs, or when --rows leaves it out: its settings and the
     runs finished earlier (its fallback's, when only those finished)."""
-    result = {"label": label, "args": row["args"], "note": row.get("note", ""), "error": None, "fallback": None,
-              "predict": row.get("predict", []), "reuse": row.get("reuse"),
+    result = {"label": label, "args": row["args"], "note": row.get("note", ""), "error": None,
+              "fallback": None, "predict": row.get("predict", []), "reuse": row.get("reuse"),
               "runs": [run_dir for _, run_dir in plan.runs(label, row["args"])]}
     if "fallback" in row and not any(map(finished, result["runs"])):
         fallback_runs = [run_dir for _, run_dir in plan.runs(fallback_label(label), row["fallback"])]
@@ -255,7 +267,8 @@ def run_row(plan, label, row, done_rows):
             for run in runs:
                 run_once(*run)
         else:
-            with ThreadPoolExecutor(plan.jobs) as pool:  # --jobs: the seeds side by side, each in its own processes
+            # --jobs: the seeds side by side, each in its own processes
+            with ThreadPoolExecutor(plan.jobs) as pool:
                 for done in [pool.submit(run_once, *run) for run in runs]:
                     done.result()  # a UserError of any seed: the row's fallback
         return result
@@ -263,8 +276,8 @@ def run_row(plan, label, row, done_rows):
         print(f"{plan.tag} row {label}: not run: {e}")
         result.update(error=str(e), runs=[])
     if "fallback" in row:
-        done = run_row(plan, fallback_label(label), {"args": row["fallback"], "predict": row.get("predict", [])},
-                       done_rows)
+        done = run_row(plan, fallback_label(label),
+                       {"args": row["fallback"], "predict": row.get("predict", [])}, done_rows)
         result.update(fallback=row["fallback"], runs=done["runs"])
         result["error"] += f"; the fallback failed too: {done['error']}" if done["error"] else ""
     return result
@@ -313,7 +326,8 @@ def asked(plan, argv, predict_args):
 
 
 def in_record(record, name, arguments):
-    """Whether run `name` was recorded with exactly these arguments: then its scores stand in for its folder."""
+    """Whether run `name` was recorded with exactly these arguments:
+    then its scores stand in for its folder."""
     entry = record.get(name)
     return entry is not None and {key: entry[key] for key in arguments} == arguments
 
@@ -321,8 +335,8 @@ def in_record(record, name, arguments):
 def row_summaries(plan, result, record):
     """The scores of every finished run of a row: from its folder (recorded again in `record`), else
     from the record of a folder deleted since, if that run had exactly the arguments the grid asks now."""
-    label, args = (fallback_label(result["label"]), result["fallback"]) if result["fallback"] is not None else \
-        (result["label"], result["args"])
+    label, args = (fallback_label(result["label"]), result["fallback"]) if result["fallback"] is not None \
+        else (result["label"], result["args"])
     summaries = []
     for argv, run_dir in plan.runs(label, args) if result["runs"] else []:
         arguments = asked(plan, argv, result["predict"])
@@ -352,7 +366,8 @@ def plot_report(finished, tag):
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, runs in finished.items():
         epochs = min(len(r["val_acc"]) for r in runs)  # a seed that stopped early ends the mean curve
-        ax.plot(range(1, epochs + 1), np.mean([r["val_acc"][:epochs] for r in runs], 0), marker="o", label=label)
+        ax.plot(range(1, epochs + 1), np.mean([r["val_acc"][:epochs] for r in runs], 0), marker="o",
+                label=label)
     ax.set(xlabel="epoch", ylabel="val_acc (mean over seeds)", title=f"{tag}: validation accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -374,7 +389,8 @@ def plot_report(finished, tag):
 def findings_lines(grid):
     """The report's findings section, each paragraph followed by a blank line; none without findings."""
     findings = grid.get("findings", [])
-    return [FINDINGS_HEADING, "", *(line for paragraph in findings for line in (paragraph, ""))] if findings else []
+    return [FINDINGS_HEADING, "", *(line for paragraph in findings
+                                    for line in (paragraph, ""))] if findings else []
 
 
 def refresh_findings(tag, grid):
@@ -384,10 +400,12 @@ def refresh_findings(tag, grid):
     if not path.is_file():
         raise UserError(f"{path} not found: --findings rewrites a report the grid has written "
                         f"(reports/GRID-full.md with --full)")
-    lines = path.read_text().split("\n")  # split, not splitlines: joined again, the file is unchanged elsewhere
+    # split, not splitlines: joined again, the file is unchanged elsewhere
+    lines = path.read_text().split("\n")
     end = next((i for i, line in enumerate(lines) if line.startswith(RECALL_INTRO)), None)
     if end is None:
-        raise UserError(f"{path} has no line starting {RECALL_INTRO!r}: not a report written by experiments.py")
+        raise UserError(f"{path} has no line starting {RECALL_INTRO!r}: "
+                        "not a report written by experiments.py")
     start = lines.index(FINDINGS_HEADING) if FINDINGS_HEADING in lines[:end] else end
     lines[start:end] = findings_lines(grid)
     path.write_text("\n".join(lines))
@@ -406,17 +424,19 @@ def write_report(plan, grid, results, command):
     gap = f1[ref] - f1[base] if base in f1 and ref in f1 else None
     prepare = ["First make what the rows need:", "", "```bash", *grid.get("prepare", []), "```", ""]
     prepare = prepare if grid.get("prepare") else []
-    where = "; ".join(dict.fromkeys(s["hardware"] for runs in done.values() for s in runs)) or "no finished runs yet"
-    lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", *prepare, "Reproduce with:", "", "```bash",
-             command, "```", "", f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
+    where = "; ".join(dict.fromkeys(s["hardware"] for runs in done.values()
+                                    for s in runs)) or "no finished runs yet"
+    lines = [f"# Grid `{plan.tag}`", "", grid.get("description", ""), "", *prepare, "Reproduce with:", "",
+             "```bash", command, "```", "",
+             f"- train.py arguments of every row, before its own: `{shlex.join(plan.settings)}`",
              f"- predict.py `--tta {plan.tta}{' ' + shlex.join(plan.predict) if plan.predict else ''}`; "
              f"seeds {', '.join(map(str, plan.seeds))}; mean ± sample std over seeds",
              f"- hardware of the runs: {where}",
              f"- every run's arguments and scores: [{path.name}]({path.name})",
              "",
              "",
-             f"| row | seeds done | val acc, kept epoch | test acc | test acc, TTA {plan.tta} | macro-F1, TTA "
-             "| kept epoch | s / epoch |"
+             f"| row | seeds done | val acc, kept epoch | test acc | test acc, TTA {plan.tta} "
+             "| macro-F1, TTA | kept epoch | s / epoch |"
              + (f" share of the macro-F1 gap {base} → {ref} closed |" if gap is not None else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if gap is not None else "")]
     recorded_before_kept = False  # any run recorded before summaries held the kept epoch
@@ -437,15 +457,16 @@ def write_report(plan, grid, results, command):
             cells.append(f"{(f1[title] - f1[base]) / gap:.2f}" if gap else "no gap")
         lines.append(f"| {title} | {len(runs)}/{n_seeds} | " + " | ".join(cells) + " |")
     if recorded_before_kept:
-        lines += ["", "\\* the best validation accuracy over all epochs and that epoch, not the kept one: these runs "
-                  "were recorded before the report read the epoch that best.pt keeps"]
+        lines += ["", "\\* the best validation accuracy over all epochs and that epoch, not the kept one: "
+                  "these runs were recorded before the report read the epoch that best.pt keeps"]
     classes = list(next(iter(done.values()))[0]["recall_tta"]) if done else []
     lines += ["", *findings_lines(grid), f"{RECALL_INTRO} {plan.tta} (mean ± std over seeds):", "",
               "| row | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for title, runs in done.items():
-        lines.append(f"| {title} | " + " | ".join(mean_std([s["recall_tta"][c] for s in runs], 3) for c in classes)
-                     + " |")
-    lines += ["", "Rows (train.py arguments after the shared ones; predict.py arguments after the grid's):", ""]
+        lines.append(f"| {title} | "
+                     + " | ".join(mean_std([s["recall_tta"][c] for s in runs], 3) for c in classes) + " |")
+    lines += ["", "Rows (train.py arguments after the shared ones; "
+              "predict.py arguments after the grid's):", ""]
     for r in results:
         line = f"- **{r['label']}**: " + (f"`{shlex.join(r['args'])}`" if r["args"] else "(none)")
         line += f" (the runs of row {r['reuse']}, predicted anew)" if r["reuse"] else ""
@@ -454,9 +475,11 @@ def write_report(plan, grid, results, command):
         if r["error"]:
             line += f". **Not run**: {r['error']}"
         if r["fallback"] is not None:
-            line += f". **Shown instead** (runs {fallback_label(r['label'])}-s*): `{shlex.join(r['fallback'])}`"
+            line += (f". **Shown instead** (runs {fallback_label(r['label'])}-s*): "
+                     f"`{shlex.join(r['fallback'])}`")
         lines.append(line)
-    lines += ["", f"![validation curves]({plan.tag}_val_curves.png)", "", f"![test accuracy]({plan.tag}_bars.png)"]
+    lines += ["", f"![validation curves]({plan.tag}_val_curves.png)", "",
+              f"![test accuracy]({plan.tag}_bars.png)"]
     REPORTS_DIR.mkdir(exist_ok=True)
     (REPORTS_DIR / f"{plan.tag}.md").write_text("\n".join(lines) + "\n")
     path.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
@@ -488,9 +511,11 @@ def main(argv=None):
         return
     data = str(resolve_data_dir(args.data))
     check_scored(data, [str(a) for a in grid.get("predict", [])])
-    where = (["--workers", args.workers] if args.workers else []) + (["--device", args.device] if args.device else [])
-    plan = Plan(tag, [str(a) for a in grid.get("full" if args.full else "cpu", [])], data, list(range(args.seeds)),
-                int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])], where, args.jobs)
+    where = ((["--workers", args.workers] if args.workers else [])
+             + (["--device", args.device] if args.device else []))
+    plan = Plan(tag, [str(a) for a in grid.get("full" if args.full else "cpu", [])], data,
+                list(range(args.seeds)), int(grid.get("tta", 1)), [str(a) for a in grid.get("predict", [])],
+                where, args.jobs)
     for label in wanted:  # every problem that can be found before the first run starts
         row = rows[label]
         for folder_label, key in ((label, "args"), (fallback_label(label), "fallback")):

@@ -137,7 +137,8 @@ class Discriminator(nn.Module):
         super().__init__()
         layers, channels = [], 3
         for stage in range(int(math.log2(img_size // 4))):
-            layers += [spectral_norm(nn.Conv2d(channels, width * 2 ** stage, 4, 2, 1)), nn.LeakyReLU(0.1, inplace=True)]
+            layers += [spectral_norm(nn.Conv2d(channels, width * 2 ** stage, 4, 2, 1)),
+                       nn.LeakyReLU(0.1, inplace=True)]
             channels = width * 2 ** stage
         self.features = nn.Sequential(*layers)
         self.score = spectral_norm(nn.Linear(channels, 1))
@@ -192,7 +193,8 @@ def load_training_images(args):
     train, classes = training_split(args)
     to_index = {c: i for i, c in enumerate(classes)}
     size = (args.img_size, args.img_size)
-    images = np.stack([np.asarray(Image.fromarray(load_rgb(p)).resize(size, Image.BICUBIC)) for p in train.paths])
+    images = np.stack([np.asarray(Image.fromarray(load_rgb(p)).resize(size, Image.BICUBIC))
+                       for p in train.paths])
     labels = torch.tensor([to_index[c] for c in train.labels])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes
 
@@ -214,7 +216,8 @@ class FrechetDistance:
         pick = torch.randperm(len(images), generator=draws)[:max_images]
         self.labels = labels[pick]
         self.noise = torch.randn(len(pick), z_dim, generator=draws)
-        self.network = build_model("efficientnet_lite0", 1, pretrained=True)[0].to(device).eval()  # head unused
+        # head unused
+        self.network = build_model("efficientnet_lite0", 1, pretrained=True)[0].to(device).eval()
         self.real = self.features(to_unit_range(images[pick]))
 
     @torch.no_grad()
@@ -236,7 +239,8 @@ class FrechetDistance:
         result = {"fd": frechet_distance(self.real, fake)}
         for i, name in enumerate(classes):
             mine = labels == i
-            result[f"fd_{name}"] = frechet_distance(self.real[mine], fake[mine]) if mine.sum() >= 2 else float("nan")
+            result[f"fd_{name}"] = (frechet_distance(self.real[mine], fake[mine]) if mine.sum() >= 2
+                                    else float("nan"))
         return result
 
 
@@ -275,7 +279,8 @@ def save_grid(images, classes, path, title):
     plt = pyplot()
     rows = to_uint8(images).reshape(len(classes), -1, *images.shape[2:], 3)
     cols = rows.shape[1]
-    fig, axes = plt.subplots(len(classes), 1, figsize=(cols * 0.8 + 1.2, len(classes) * 0.85 + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(classes), 1, figsize=(cols * 0.8 + 1.2, len(classes) * 0.85 + 0.4),
+                             squeeze=False)
     for ax, row, name in zip(axes[:, 0], rows, classes):
         ax.imshow(np.concatenate(list(row), axis=1))
         ax.set_xticks([])
@@ -314,24 +319,32 @@ def parse_train_args(argv):
     p.add_argument("--z-dim", type=int, default=128, help="noise size")
     p.add_argument("--lr", type=float, default=1e-4, help="generator learning rate")
     p.add_argument("--d-lr", type=float, default=4e-4,
-                   help="discriminator learning rate: 4x the generator's (TTUR, as SAGAN), one D step per G step")
+                   help="discriminator learning rate: 4x the generator's (TTUR, as SAGAN), "
+                        "one D step per G step")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the generator's weights")
     p.add_argument("--balance-classes", action="store_true",
-                   help="draw every class equally often (long-tailed data: rare classes drift towards common ones)")
+                   help="draw every class equally often "
+                        "(long-tailed data: rare classes drift towards common ones)")
     p.add_argument("--sample-every", type=int, default=10, help="write a sample grid every N epochs")
-    p.add_argument("--fd-every", type=int, default=20, help="FD every N epochs, also after 1, 2 and the last (0: never)")
-    p.add_argument("--fd-images", type=int, default=500, help="real (and as many generated) images for the FD")
+    p.add_argument("--fd-every", type=int, default=20,
+                   help="FD every N epochs, also after 1, 2 and the last (0: never)")
+    p.add_argument("--fd-images", type=int, default=500,
+                   help="real (and as many generated) images for the FD")
     p.add_argument("--grid-cols", type=int, default=10, help="samples per class in the grids")
-    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="held out of train/ as train.py does")
+    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                   help="held out of train/ as train.py does")
     p.add_argument("--train-fraction", type=float, default=1.0,
                    help="the images of train.py --train-fraction F --split-seed SEED (SEED: this --seed)")
-    p.add_argument("--block", type=int, default=NUMBER_BLOCK, help="as train.py: keeps numbered neighbours on one side")
+    p.add_argument("--block", type=int, default=NUMBER_BLOCK,
+                   help="as train.py: keeps numbered neighbours on one side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--amp", default="auto", choices=AMP, help="as train.py")
     p.add_argument("--name", help="run folder runs/gan-NAME (default: the time)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow a last.pt that holds more than weights")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue RUN (its folder or last.pt) with its own settings")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a last.pt that holds more than weights")
     args = p.parse_args(argv)
     for name in ("batch_size", "width", "z_dim", "sample_every", "fd_images", "grid_cols"):
         if getattr(args, name) < 1:
@@ -355,7 +368,8 @@ def read_gan_checkpoint(path, option, trust=False):
 
 
 def saved_settings(state):
-    """gan.py's own options as its checkpoint keeps them ("settings"; files written before 2026-12: "args")."""
+    """gan.py's own options as its checkpoint keeps them ("settings";
+    files written before 2026-12: "args")."""
     return argparse.Namespace(**state.get("settings", state.get("args")))
 
 
@@ -366,7 +380,8 @@ def load_resume_state(args):
         args.epochs = args.epochs or 100
         return args, None, None
     last, state = read_gan_checkpoint(args.resume, "--resume", args.trust_checkpoint)
-    saved = argparse.Namespace(**{**vars(parse_train_args([])), **vars(saved_settings(state))})  # newer: defaults
+    saved = argparse.Namespace(**{**vars(parse_train_args([])),
+                                  **vars(saved_settings(state))})  # newer: defaults
     saved.epochs, saved.device = args.epochs or saved.epochs, args.device  # more epochs, or another machine
     print(f"resuming {last.parent} after epoch {state['epoch']} of {saved.epochs}")
     return saved, last.parent, state
@@ -429,11 +444,14 @@ def train(args):
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     images, labels, classes = load_training_images(args)
     if resumed is not None and resumed["classes"] != classes:
-        raise UserError(f"--resume: the data now has classes {classes}, the run was trained on {resumed['classes']}")
+        raise UserError(f"--resume: the data now has classes {classes}, "
+                        f"the run was trained on {resumed['classes']}")
     if run_dir is None:  # made only now, so bad data leaves no empty run folder behind
         run_dir = new_run_dir(f"gan-{args.name or time.strftime('%Y%m%d-%H%M%S')}")
-        write_json(run_dir / "config.json", {"args": vars(args), "fd_note": FD_NOTE, "environment": environment()})
-    print(f"{len(classes)} classes, {len(images)} training images at {args.img_size} px; run folder {run_dir}")
+        write_json(run_dir / "config.json", {"args": vars(args), "fd_note": FD_NOTE,
+                                             "environment": environment()})
+    print(f"{len(classes)} classes, {len(images)} training images at {args.img_size} px; "
+          f"run folder {run_dir}")
 
     G = Generator(len(classes), args.img_size, args.z_dim, args.width).to(device, memory_format=memory_format)
     D = Discriminator(len(classes), args.img_size, args.width).to(device, memory_format=memory_format)
@@ -486,9 +504,11 @@ def train(args):
 # ---------------------------------------------------------------- the sample subcommand
 
 def parse_sample_args(argv):
-    p = argparse.ArgumentParser(prog="gan.py sample", description="write EMA-generator images as DIR/<class>/*.png")
+    p = argparse.ArgumentParser(prog="gan.py sample",
+                                description="write EMA-generator images as DIR/<class>/*.png")
     p.add_argument("--run", help="GAN run folder or its last.pt (default: the latest runs/gan-*)")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow a last.pt that holds more than weights")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a last.pt that holds more than weights")
     p.add_argument("--per-class", type=int, required=True, help="images per class")
     p.add_argument("--out", required=True, help="folder for <class>/ subfolders of PNGs")
     p.add_argument("--classes", help="comma-separated class names (default: all)")
@@ -519,7 +539,8 @@ def sample(args):
     out = Path(args.out)
     for folder in (out / name for name in wanted):
         if folder.is_dir() and any(folder.iterdir()):
-            raise UserError(f"{folder} is not empty: choose a new --out so earlier samples are never mixed in")
+            raise UserError(f"{folder} is not empty: "
+                            "choose a new --out so earlier samples are never mixed in")
     for name in wanted:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -540,4 +561,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main, "interrupted: last.pt holds the last finished epoch; continue with python gan.py --resume runs/NAME")
+    run_cli(main, "interrupted: last.pt holds the last finished epoch; "
+                  "continue with python gan.py --resume runs/NAME")

@@ -37,8 +37,8 @@ class SE(nn.Module):
     def __init__(self, channels, reduction=16):
         super().__init__()
         hidden = max(8, channels // reduction)
-        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1),
+                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
 
     def forward(self, x):
         return x * self.gate(x)
@@ -51,12 +51,14 @@ class CBAM(nn.Module):
     def __init__(self, channels, reduction=16):
         super().__init__()
         hidden = max(8, channels // reduction)
-        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, channels, 1))
         self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3)
 
     def forward(self, x):
         x = x * torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
-        return x * torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+        return x * torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True),
+                                                         x.amax(1, keepdim=True)], 1)))
 
 
 def attention_block(kind, channels):
@@ -95,12 +97,14 @@ class Classifier(nn.Module):
             logits = self.head(self.pre_logits(self.pool(self.attention(maps)).flatten(1)))
             grads, = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), maps)
         cam = (grads.mean((2, 3), keepdim=True) * maps).sum(1, keepdim=True).relu().detach()
-        cam = nn.functional.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        cam = nn.functional.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear",
+                                        align_corners=False)[:, 0]
         return cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
 
 
 def conv_bn_relu(cin, cout):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 def small_cnn_features(attention, width):
@@ -141,7 +145,8 @@ def load_lite_weights(model, state_dict):
     mapped = {}
     for (src_key, tensor), (dst_key, expected) in zip(state_dict.items(), target.items()):
         if tensor.shape != expected.shape:
-            raise UserError(f"weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(expected.shape)}")
+            raise UserError(f"weight {src_key} {tuple(tensor.shape)} "
+                            f"does not fit {dst_key} {tuple(expected.shape)}")
         mapped[dst_key] = tensor
     model.load_state_dict(mapped, strict=True)
 
@@ -163,7 +168,8 @@ def load_weights_file(net, path, arch):
     except Exception as e:
         raise UserError(f"--weights {path} is not a readable state_dict ({type(e).__name__})") from None
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    missing, unexpected = sorted(set(net.state_dict()) - set(state)), sorted(set(state) - set(net.state_dict()))
+    missing, unexpected = (sorted(set(net.state_dict()) - set(state)),
+                           sorted(set(state) - set(net.state_dict())))
     if missing or unexpected:
         raise UserError(f"--weights {path} does not fit {arch}: {len(missing)} keys missing (first: "
                         f"{missing[:1]}), {len(unexpected)} unexpected (first: {unexpected[:1]})")
@@ -184,9 +190,9 @@ def torchvision_backbone(arch, pretrained, weights_file=None):
         return torchvision.models.get_model(arch, weights=weights)
     except Exception as e:  # no network, proxy, corrupt cache: all end the same way for the user
         file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        raise UserError(f"could not download {arch} weights ({type(e).__name__}); fetch {weights.url} and pass it "
-                        f"as --weights FILE (or put it at {file}), or use --arch efficientnet_lite0 (its weights "
-                        "come with pip)") from None
+        raise UserError(f"could not download {arch} weights ({type(e).__name__}); fetch {weights.url} "
+                        f"and pass it as --weights FILE (or put it at {file}), "
+                        "or use --arch efficientnet_lite0 (its weights come with pip)") from None
 
 
 class TimmFeatures(nn.Module):
@@ -209,8 +215,8 @@ def timm_backbone(name, pretrained, weights_file=None):
     except RuntimeError as e:
         raise UserError(f"--arch timm:{name}: {str(e).splitlines()[0]}") from None
     except Exception as e:  # no network for the download
-        raise UserError(f"could not download timm:{name}'s weights ({type(e).__name__}): pass --weights FILE, the "
-                        "model's ImageNet state_dict saved as a .pth") from None
+        raise UserError(f"could not download timm:{name}'s weights ({type(e).__name__}): "
+                        "pass --weights FILE, the model's ImageNet state_dict saved as a .pth") from None
     if weights_file:
         load_weights_file(net, weights_file, f"timm:{name}")
     net.reset_classifier(0)
@@ -218,7 +224,8 @@ def timm_backbone(name, pretrained, weights_file=None):
     return net, tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
 
 
-def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0, width=None, weights_file=None):
+def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0, width=None,
+                weights_file=None):
     """A Classifier plus the normalisation its weights expect: (model, mean, std). width: smallcnn's
     channels in its first stage (default 32); weights_file: ImageNet weights for a torchvision or timm
     backbone (--weights)."""
@@ -228,7 +235,8 @@ def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0,
         raise UserError(f"unknown attention {attention!r}: choose from {', '.join(ATTENTIONS)}")
     if arch == "smallcnn":
         if pretrained:
-            raise UserError("smallcnn has no pretrained weights: drop --pretrained or pick a backbone with --arch")
+            raise UserError("smallcnn has no pretrained weights: drop --pretrained "
+                            "or pick a backbone with --arch")
         features, channels = small_cnn_features(attention, width or 32)
         return Classifier(features, channels, num_classes, drop=drop), IMAGENET_MEAN, IMAGENET_STD
     if weights_file and (arch == "smallcnn" or arch in LITE_ARCHS):
@@ -259,7 +267,8 @@ def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0,
     else:  # efficientnet_b0
         features, channels = net.features, net.classifier[1].in_features
         num_features = channels
-    model = Classifier(features, num_features, num_classes, attention, drop, pre_logits, feature_channels=channels)
+    model = Classifier(features, num_features, num_classes, attention, drop, pre_logits,
+                       feature_channels=channels)
     return model, IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -311,7 +320,8 @@ def imagenet_top5(arch="efficientnet_lite0", size=224):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="efficientnet_lite0", choices=LITE_ARCHS)
     args = parser.parse_args()
     top5 = imagenet_top5(args.arch)

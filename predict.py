@@ -15,10 +15,12 @@ and with labels (a labeled test/ or solution.csv) test_report.md, test_metrics.j
 matrix, with and without TTA and per leaderboard half. Also:
     oof_tta_predictions.csv   the validation images (a k-fold parent's: every training image, out of
                               fold) with the same views, for ensemble.py
-    test_analysis.md          with --analysis (analysis.py): confusion matrices, most-confused pairs, galleries
-                              of the worst errors, errors.csv, errors grouped by type, what to try next
+    test_analysis.md          with --analysis (analysis.py): confusion matrices, most-confused pairs,
+                              galleries of the worst errors, errors.csv, errors grouped by type, what to
+                              try next
     images_predictions.csv    with --images: file, then the top-k classes and their probabilities
-    model.onnx / model.ts     with --export, beside preprocessing.json (input size, resize, mean, std, classes)
+    model.onnx / model.ts     with --export, beside preprocessing.json (input size, resize, mean, std,
+                              classes)
 
 A k-fold parent folder (train.py --folds K) predicts as the average of its folds; each fold keeps
 the test-time views its own held-out fold does not reject.
@@ -66,18 +68,24 @@ def parse_args(argv=None):
     p.add_argument("--run", help="run folder (default: the latest under runs/)")
     p.add_argument("--data", help="competition folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("test", "val"))
-    p.add_argument("--images", metavar="FILE_OR_DIR", help="predict these image files instead (no competition folder)")
+    p.add_argument("--images", metavar="FILE_OR_DIR",
+                   help="predict these image files instead (no competition folder)")
     p.add_argument("--top-k", type=POSITIVE_INT, default=3, help="classes per image in --images' CSV")
-    p.add_argument("--export", choices=("onnx", "torchscript"), help="write the model for deployment and stop")
+    p.add_argument("--export", choices=("onnx", "torchscript"),
+                   help="write the model for deployment and stop")
     p.add_argument("--tta", type=POSITIVE_INT, default=1,
-                   help="test-time views to consider (1: none); those that lower validation accuracy are dropped")
-    p.add_argument("--out", help="folder for the predictions, submission and reports (default: the run folder)")
-    p.add_argument("--solution", help="id,label[,Usage] CSV to score test predictions (default: DATA/solution.csv)")
+                   help="test-time views to consider (1: none); "
+                        "those that lower validation accuracy are dropped")
+    p.add_argument("--out",
+                   help="folder for the predictions, submission and reports (default: the run folder)")
+    p.add_argument("--solution",
+                   help="id,label[,Usage] CSV to score test predictions (default: DATA/solution.csv)")
     p.add_argument("--analysis", action="store_true", help="write the error analysis (needs labels)")
     p.add_argument("--logit-adjust", type=bounded(float), default=0.0, metavar="TAU",
                    help="subtract TAU * log(training class prior) from the logits (0: off)")
     p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow a best.pt that holds more than weights (it could run code): only for your own files")
+                   help="allow a best.pt that holds more than weights (it could run code): "
+                        "only for your own files")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
     p.add_argument("--workers", type=NON_NEGATIVE_INT,
                    help="data loader processes (default: one per core but the main process's, at most 8)")
@@ -90,12 +98,14 @@ def images_to_predict(split_name, ds, run_dir):
     if split_name == "val":
         if ds is not None and ds["val"] is not None:
             return ds["val"]
-        listing = Path(run_dir) / "split.csv"  # what train.py held out (a copied checkpoint may come without it)
+        listing = Path(run_dir) / "split.csv"  # what train.py held out
+                                               # (a copied checkpoint may come without it)
         rows = [r for r in read_csv(listing) if r["split"] == "val" and Path(r["file"]).is_file()] \
             if listing.is_file() else []
         return Split([Path(r["file"]) for r in rows], [r["label"] for r in rows])
     if ds["test"] is None:
-        raise UserError(f"{ds['dir']} has no test/ folder to predict (use --split val for the validation images)")
+        raise UserError(f"{ds['dir']} has no test/ folder to predict "
+                        "(use --split val for the validation images)")
     return ds["test"]
 
 
@@ -105,8 +115,8 @@ def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, des
     settings = ckpt["inference"]
     transform = build_transform("none", settings["img_size"], settings["upscale"])
     view_fns = [fn for _, fn in views]
-    loader = make_loader(ImageDataset(paths, [-1] * len(paths), transform, view_fns), args.batch_size, args.workers,
-                         device)
+    loader = make_loader(ImageDataset(paths, [-1] * len(paths), transform, view_fns), args.batch_size,
+                         args.workers, device)
     dtype = amp_dtype(device, args.amp)
     probs, embeddings = [], []
     for images, _ in tqdm(loader, desc=desc, disable=None):
@@ -149,8 +159,8 @@ def test_time_views(args, ckpt, model, ds, run_dir, device, logit_shift):
     the views kept (out-of-fold predictions for ensembles)."""
     candidates = named_views(ckpt["inference"]["tta_views"])
     if args.tta > len(candidates):
-        print(f"--tta {args.tta}: this model has {len(candidates)} candidate views (those its training augmentation "
-              f"showed it: {', '.join(name for name, _ in candidates)})")
+        print(f"--tta {args.tta}: this model has {len(candidates)} candidate views (those its training "
+              f"augmentation showed it: {', '.join(name for name, _ in candidates)})")
     candidates = candidates[:max(1, args.tta)]
     if args.split == "val":
         return candidates, None, None
@@ -158,13 +168,15 @@ def test_time_views(args, ckpt, model, ds, run_dir, device, logit_shift):
     if not val.paths:
         print("no validation images to choose test-time views on: using every candidate")
         return candidates, None, None
-    probs, _ = predict_views(model, ckpt, val.paths, candidates, args, device, logit_shift, desc="choose views")
+    probs, _ = predict_views(model, ckpt, val.paths, candidates, args, device, logit_shift,
+                             desc="choose views")
     targets = [ckpt["classes"].index(label) for label in val.labels]
     kept, plain_acc, tta_acc = choose_views(probs, targets)
     if len(candidates) > 1:
         print(f"test-time views chosen on {len(targets)} validation images: "
-              f"{', '.join(candidates[k][0] for k in kept)} of {len(candidates)} (validation accuracy {plain_acc:.4f} "
-              f"plain, {tta_acc:.4f} with them{'' if len(kept) > 1 else '; no view helped enough to use'})")
+              f"{', '.join(candidates[k][0] for k in kept)} of {len(candidates)} "
+              f"(validation accuracy {plain_acc:.4f} plain, {tta_acc:.4f} "
+              f"with them{'' if len(kept) > 1 else '; no view helped enough to use'})")
     return [candidates[k] for k in kept], val, probs[kept].mean(0)
 
 
@@ -178,8 +190,8 @@ def members_of(run_dir):
     if (run_dir / "folds.csv").is_file():
         expected = {int(r["fold"]) for r in read_csv(run_dir / "folds.csv")}
         if len(folds) < len(expected):
-            raise UserError(f"{run_dir} has {len(folds)} of its {len(expected)} folds trained: train the rest "
-                            "(python train.py --folds K --fold I --name NAME) first")
+            raise UserError(f"{run_dir} has {len(folds)} of its {len(expected)} folds trained: train the "
+                            "rest (python train.py --folds K --fold I --name NAME) first")
     return [p.parent for p in folds]
 
 
@@ -202,7 +214,8 @@ def export_model(model, ckpt, out_dir, fmt):
     write_json(out_dir / "preprocessing.json", {
         "model": path.name, "input": f"float32 N x 3 x {size} x {size}, RGB", "resize": f"{size} x {size}, "
         f"{settings['upscale']} when enlarging, area when shrinking", "scale": "pixel / 255",
-        "mean": list(settings["mean"]), "std": list(settings["std"]), "normalise": "(x - mean) / std per channel",
+        "mean": list(settings["mean"]), "std": list(settings["std"]),
+        "normalise": "(x - mean) / std per channel",
         "output": "logits; softmax gives class probabilities", "classes": ckpt["classes"]})
     print(f"wrote {path} and {out_dir / 'preprocessing.json'}")
 
@@ -227,7 +240,8 @@ def predict_images(args, model, ckpt, run_dir, device, logit_shift):
         writer.writerow(["file"] + [f"{kind}_{k + 1}" for k in range(top.indices.shape[1])
                                     for kind in ("class", "prob")])
         for path, indices, values in zip(paths, top.indices.tolist(), top.values.tolist()):
-            writer.writerow([path] + [v for i, p in zip(indices, values) for v in (ckpt["classes"][i], f"{p:.5f}")])
+            writer.writerow([path] + [v for i, p in zip(indices, values)
+                                      for v in (ckpt["classes"][i], f"{p:.5f}")])
     print(f"wrote {out} ({len(paths)} images, top {top.indices.shape[1]} classes, {len(views)} view(s) each)")
 
 
@@ -241,14 +255,14 @@ def predict_members(args, members, ds, device):
         if ckpt["classes"] != ds["classes"]:
             only_run = sorted(set(ckpt["classes"]) - set(ds["classes"]))
             only_data = sorted(set(ds["classes"]) - set(ckpt["classes"]))
-            raise UserError(f"{member} was trained on other classes than {ds['dir']}/train holds (only in the run: "
-                            f"{only_run or 'none'}; only in the data: {only_data or 'none'}): predict with "
-                            "matching data")
+            raise UserError(f"{member} was trained on other classes than {ds['dir']}/train holds (only in "
+                            f"the run: {only_run or 'none'}; only in the data: {only_data or 'none'}): "
+                            "predict with matching data")
         shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust) if args.logit_adjust else None
         split = images_to_predict(args.split, ds, member)
         views, val, val_probs = test_time_views(args, ckpt, model, ds, member, device, shift)
-        print(f"{member}: {ckpt['inference']['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} {args.split} images, "
-              f"{len(views)} view(s) each")
+        print(f"{member}: {ckpt['inference']['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} "
+              f"{args.split} images, {len(views)} view(s) each")
         probs, member_embeddings = predict_views(model, ckpt, split.paths, views, args, device, shift)
         plain.append(probs[0])
         tta.append(probs.mean(0))
@@ -303,12 +317,13 @@ def main(argv=None):
         raise UserError(f"cannot write the predictions into {out_dir} ({getattr(e, 'strerror', None) or e}): "
                         "pass --out DIR") from None
     if all(val is not None for val, _ in val_parts):  # validation with the same views: for ensemble.py
-        write_probabilities(out_dir / "oof_tta_predictions.csv", [p for val, _ in val_parts for p in val.paths],
+        write_probabilities(out_dir / "oof_tta_predictions.csv",
+                            [p for val, _ in val_parts for p in val.paths],
                             classes, torch.cat([probs for _, probs in val_parts]),
                             {"true_label": [label for val, _ in val_parts for label in val.labels]})
     solution = args.solution or (ds["solution"] if args.split == "test" else None)
-    labels = publish(out_dir, args.split, ds, split, plain_probs, mean_probs, [name for name, _ in views], solution,
-                     fallback=classes[int(np.argmax(ckpt["class_counts"]))],
+    labels = publish(out_dir, args.split, ds, split, plain_probs, mean_probs, [name for name, _ in views],
+                     solution, fallback=classes[int(np.argmax(ckpt["class_counts"]))],
                      extra_metrics={"logit_adjust": args.logit_adjust})
     if args.analysis:
         if labels is None:

@@ -34,7 +34,8 @@ LICENCE = "Images: vehicles6, Zenodo record 6634554 (vehicle type images), CC BY
 MAIN_GRID = "augmentation-vehicles6"
 MAIN_COMMAND = f"python experiments.py {MAIN_GRID} --data {DATA} --seeds 3"
 SIZE = 160  # efficientnet_lite0's input on vehicles6, as train.py derives it (the previews' size)
-ERRORS_RUN = f"runs/{MAIN_GRID}/pretrained-flips-s0"  # a pretrained run of section 3 whose errors section 5 draws
+# a pretrained run of section 3 whose errors section 5 draws
+ERRORS_RUN = f"runs/{MAIN_GRID}/pretrained-flips-s0"
 
 
 def load_json(path):
@@ -42,7 +43,8 @@ def load_json(path):
 
 
 def grid_rows(reports, tag):
-    """{row label: [summaries of its finished runs]} in the grid's order in grids.json, from reports/TAG.json."""
+    """{row label: [summaries of its finished runs]} in the grid's order in grids.json,
+    from reports/TAG.json."""
     record = load_json(reports / f"{tag}.json") or {}
     order = list(json.loads((ROOT / "grids.json").read_text()).get(tag, {}).get("rows", {}))
     runs = {}
@@ -72,7 +74,8 @@ def compare(a, b, name_a, name_b):
         return said + f"; {len(a)} and {len(b)} seeds: no spread yet)"
     error = 100 * math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
     verdict = "beyond" if abs(diff) > 2 * error else "within"
-    return said + f", {verdict} seed noise: twice its standard error is {2 * error:.2f}; {len(a)} and {len(b)} seeds)"
+    return said + (f", {verdict} seed noise: twice its standard error is {2 * error:.2f}; "
+                   f"{len(a)} and {len(b)} seeds)")
 
 
 def values(runs, key):
@@ -80,11 +83,13 @@ def values(runs, key):
 
 
 def table(header, rows):
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def figure(reports, path, alt, made_by, credit=""):
-    """A figure's markdown relative to reports/, with the command that makes it; 'missing' when it is not there."""
+    """A figure's markdown relative to reports/, with the command that makes it;
+    'missing' when it is not there."""
     if not (reports / path).is_file():
         return [f"*Figure missing:* `{made_by}`", ""]
     return [f"![{alt}]({path})", "", f"*{credit + ' ' if credit else ''}Made by* `{made_by}`.", ""]
@@ -107,15 +112,16 @@ def data_section(reports):
             f"([full EDA](eda-vehicles6/eda.md)); the validation split train.py makes at its defaults:", "",
             *table(["class", "images", "train", "validation"], rows), "",
             *figure(reports, "eda-vehicles6/examples.png", "examples of each class", command, LICENCE)]
-    answer = (f"Balance ratio {eda['imbalance_ratio']:.1f}, images {eda['median_short_side']:.0f} px on the short "
-              f"side, {eda['near_duplicates']} near-duplicate pairs within classes, {eda['label_conflicts']} across, "
-              f"{eda['test_near_train']} test images nearly matching a training image. Conclusions drawn: "
+    answer = (f"Balance ratio {eda['imbalance_ratio']:.1f}, images {eda['median_short_side']:.0f} px "
+              f"on the short side, {eda['near_duplicates']} near-duplicate pairs within classes, "
+              f"{eda['label_conflicts']} across, {eda['test_near_train']} test images nearly "
+              "matching a training image. Conclusions drawn: "
               + " ".join(eda["conclusions"]))
     headline = (f"{sum(eda['counts'].values())} images in {len(eda['counts'])} classes, balance ratio "
                 f"{eda['imbalance_ratio']:.1f}, {eda['median_short_side']:.0f} px, {eda['near_duplicates']} "
                 "near-duplicate pairs kept on one side of the split")
-    return section("1. The data", "What is in the car data: class balance, sizes, duplicates, and what follows "
-                   "for the recipe?", [command], body, answer), headline
+    return section("1. The data", "What is in the car data: class balance, sizes, duplicates, "
+                   "and what follows for the recipe?", [command], body, answer), headline
 
 
 def augmentation_section(reports, main_rows):
@@ -124,20 +130,23 @@ def augmentation_section(reports, main_rows):
              ", ".join(name for name, _ in tta_views(aug))] for aug in AUGMENTATIONS]
     command = (f"python augment.py --data {DATA} --aug {' '.join(AUGMENTATIONS)} --img-size {SIZE} "
                f"--out reports/task/augmentations.png --credit '{LICENCE}'")
-    body = ["Each pipeline (augment.py, albumentations) resizes to the model's input, then draws its changes; TTA "
-            "candidates are only views training showed the model, and predict.py keeps those that do not lower "
-            "validation accuracy. The loader decodes every image once into a cache at the input size (a 2x "
-            "margin for heavy's crop), hands uint8 batches over, and normalises them on the device.", "",
+    body = ["Each pipeline (augment.py, albumentations) resizes to the model's input, then draws "
+            "its changes; TTA candidates are only views training showed the model, and predict.py "
+            "keeps those that do not lower validation accuracy. The loader decodes every image once "
+            "into a cache at the input size (a 2x margin for heavy's crop), hands uint8 batches "
+            "over, and normalises them on the device.", "",
             *table(["pipeline", "albumentations ops", "TTA candidate views"], rows), "",
             *figure(reports, "task/augmentations.png", "each pipeline drawn seven times", command, LICENCE)]
     picks, short = [], []
     for kind in ("scratch", "pretrained"):
-        kept = {aug: values(main_rows.get(f"{kind}-{aug}", []), "kept_val_acc") for aug in ("flips", "light", "heavy")}
+        kept = {aug: values(main_rows.get(f"{kind}-{aug}", []), "kept_val_acc")
+                for aug in ("flips", "light", "heavy")}
         best = max(kept, key=lambda aug: np.mean(kept[aug])) if all(kept.values()) else "pending"
         short.append(f"{kind} {best}")
         seeds = sorted({len(runs) for runs in kept.values()})
-        picks.append(f"{kind} {best}" + (f" (mean validation accuracy {np.mean(kept[best]):.4f} at the kept epoch; "
-                                         f"{'-'.join(map(str, seeds))} seeds a row)" if all(kept.values()) else ""))
+        picks.append(f"{kind} {best}" + (f" (mean validation accuracy {np.mean(kept[best]):.4f} at the kept "
+                                         f"epoch; {'-'.join(map(str, seeds))} seeds a row)"
+                                         if all(kept.values()) else ""))
     answer = ("Of flips, light and heavy, validation, which chooses, picks " + "; ".join(picks)
               + ". The test scores of every pipeline are in section 3.")
     return section("2. Augmentation and the loader", "What does each pipeline show the model, and how do the "
@@ -145,31 +154,35 @@ def augmentation_section(reports, main_rows):
 
 
 def training_section(reports, rows):
-    header = ["row", "seeds", "test acc", "test acc, TTA 8", "TTA gain (paired)", "macro-F1, TTA", "kept epoch",
-              "s / epoch"]
+    header = ["row", "seeds", "test acc", "test acc, TTA 8", "TTA gain (paired)", "macro-F1, TTA",
+              "kept epoch", "s / epoch"]
     cells = []
     for label, runs in rows.items():
         if not runs:
             cells.append([label, "0/3", "pending", "", "", "", "", ""])
             continue
         gains = [run["acc_tta"] - run["acc"] for run in runs]
-        cells.append([label, seeds_cell(runs), mean_std(values(runs, "acc")), mean_std(values(runs, "acc_tta")),
-                      mean_std(gains), mean_std(values(runs, "f1_tta")), mean_std(values(runs, "kept_epoch"), 1),
-                      mean_std(values(runs, "seconds"), 0)])
+        cells.append([label, seeds_cell(runs), mean_std(values(runs, "acc")),
+                      mean_std(values(runs, "acc_tta")), mean_std(gains), mean_std(values(runs, "f1_tta")),
+                      mean_std(values(runs, "kept_epoch"), 1), mean_std(values(runs, "seconds"), 0)])
     acc = {label: values(runs, "acc") for label, runs in rows.items()}
     tta = [run["acc_tta"] - run["acc"] for runs in rows.values() for run in runs]
-    body = [f"Every row at train.py's defaults for {DATA} (the small CNN at 64 px for 30 epochs; efficientnet_lite0 "
-            "from ImageNet weights at 160 px for 8 epochs, bicubic upscaling unless the row says otherwise), "
-            f"seeds 0-2; per-class recall, rows' arguments and curves in [{MAIN_GRID}.md]({MAIN_GRID}.md).", "",
+    body = [f"Every row at train.py's defaults for {DATA} (the small CNN at 64 px for 30 epochs; "
+            "efficientnet_lite0 from ImageNet weights at 160 px for 8 epochs, bicubic upscaling "
+            "unless the row says otherwise), seeds 0-2; per-class recall, rows' arguments and "
+            f"curves in [{MAIN_GRID}.md]({MAIN_GRID}.md).", "",
             *table(header, cells), "",
-            *figure(reports, f"{MAIN_GRID}_bars.png", "test accuracy with TTA, mean ± std over seeds", MAIN_COMMAND),
-            "Loss, accuracy and learning rate of one run (the small CNN with flips, seed 0): a warmup epoch into "
-            "OneCycle, validation loss flat for the last third, best.pt kept at its lowest:", "",
+            *figure(reports, f"{MAIN_GRID}_bars.png", "test accuracy with TTA, mean ± std over seeds",
+                    MAIN_COMMAND),
+            "Loss, accuracy and learning rate of one run (the small CNN with flips, seed 0): a warmup epoch "
+            "into OneCycle, validation loss flat for the last third, best.pt kept at its lowest:", "",
             *figure(reports, "task/curves_scratch-flips-s0.png", "loss, accuracy and learning rate per epoch",
-                    f"cp runs/{MAIN_GRID}/scratch-flips-s0/curves.png reports/task/curves_scratch-flips-s0.png"),
+                    f"cp runs/{MAIN_GRID}/scratch-flips-s0/curves.png "
+                    "reports/task/curves_scratch-flips-s0.png"),
             *schedule_lines(reports)]
-    heavy_gain = [100 * (np.mean(acc[f"{kind}-heavy"]) - np.mean(acc[f"{kind}-flips"])) if acc.get(f"{kind}-heavy")
-                  and acc.get(f"{kind}-flips") else None for kind in ("scratch", "pretrained")]
+    heavy_gain = [100 * (np.mean(acc[f"{kind}-heavy"]) - np.mean(acc[f"{kind}-flips"]))
+                  if acc.get(f"{kind}-heavy") and acc.get(f"{kind}-flips") else None
+                  for kind in ("scratch", "pretrained")]
     seeds = [f"{len(acc.get(f'{kind}-heavy', []))} and {len(acc.get(f'{kind}-flips', []))} seeds"
              for kind in ("scratch", "pretrained")]
     headline = ("heavy against flips: " + ", ".join(
@@ -177,29 +190,35 @@ def training_section(reports, rows):
         for kind, gain, n in zip(("scratch", "pretrained"), heavy_gain, seeds))
                 + (f"; TTA {100 * np.mean(tta):+.2f} points on average over {len(tta)} runs" if tta else ""))
     answer = " ".join([
-        "Heavy over flips, from scratch: " + compare(acc.get("scratch-heavy"), acc.get("scratch-flips"), "heavy", "flips")
-        + "; with transfer: " + compare(acc.get("pretrained-heavy"), acc.get("pretrained-flips"), "heavy", "flips") + ".",
+        "Heavy over flips, from scratch: " + compare(acc.get("scratch-heavy"), acc.get("scratch-flips"),
+                                                     "heavy", "flips")
+        + "; with transfer: " + compare(acc.get("pretrained-heavy"), acc.get("pretrained-flips"),
+                                        "heavy", "flips") + ".",
         "Transfer over scratch (light): " + compare(acc.get("pretrained-light"), acc.get("scratch-light"),
                                                     "pretrained", "scratch") + ".",
-        (f"TTA: {100 * np.mean(tta):+.2f} points of test accuracy on average over {len(tta)} runs (each run with "
-         f"and without: from {100 * min(tta):+.2f} to {100 * max(tta):+.2f}; the views kept are those that do not "
-         "lower validation accuracy)." if tta else "TTA: pending."),
-        "Upscaling to 160 px: " + compare(acc.get("pretrained-light-espcn"), acc.get("pretrained-light"), "ESPCN",
-                                          "bicubic") + "; "
-        + compare(acc.get("pretrained-light"), acc.get("pretrained-light-nearest"), "bicubic", "nearest") + "."])
+        (f"TTA: {100 * np.mean(tta):+.2f} points of test accuracy on average over {len(tta)} runs (each "
+         f"run with and without: from {100 * min(tta):+.2f} to {100 * max(tta):+.2f}; the views kept are "
+         "those that do not lower validation accuracy)." if tta else "TTA: pending."),
+        "Upscaling to 160 px: " + compare(acc.get("pretrained-light-espcn"), acc.get("pretrained-light"),
+                                          "ESPCN", "bicubic") + "; "
+        + compare(acc.get("pretrained-light"), acc.get("pretrained-light-nearest"),
+                  "bicubic", "nearest") + "."])
     return section("3. Training: scratch against transfer, flips against heavy, TTA, upscaling",
                    "Does heavy augmentation pay off over flips, from scratch and with ImageNet weights; does "
                    "transfer; does TTA; does learned upscaling?",
-                   [*json.loads((ROOT / "grids.json").read_text())[MAIN_GRID].get("prepare", []), MAIN_COMMAND],
+                   [*json.loads((ROOT / "grids.json").read_text())[MAIN_GRID].get("prepare", []),
+                    MAIN_COMMAND],
                    body, answer), headline
 
 
 def schedule_lines(reports):
     """Schedules, warmup and the CE -> focal switches: the default OneCycle against each other row."""
-    lines = ["Schedules and the switch from cross-entropy to focal loss (by epoch and on a validation plateau); "
-             "the kept epoch is the one best.pt holds (best validation score, early stopping after it):", ""]
+    lines = ["Schedules and the switch from cross-entropy to focal loss (by epoch and on a "
+             "validation plateau); the kept epoch is the one best.pt holds (best validation score, "
+             "early stopping after it):", ""]
     for tag, what in (("schedules-vehicles6", "the small CNN on vehicles6"),
-                      ("schedules-lite0", "efficientnet_lite0 on the long-tailed vehicles6-lt, balanced test")):
+                      ("schedules-lite0",
+                       "efficientnet_lite0 on the long-tailed vehicles6-lt, balanced test")):
         rows = {label: runs for label, runs in grid_rows(reports, tag).items() if runs}
         if not rows:
             continue
@@ -207,10 +226,12 @@ def schedule_lines(reports):
         cells = [[label, seeds_cell(runs), mean_std(values(runs, "f1_tta")),
                   compare(values(runs, "f1_tta"), base, label, "onecycle").split("(", 1)[1].rstrip(")")
                   if label != "onecycle" else "the default",
-                  mean_std([r.get("kept_epoch", r.get("best_epoch")) for r in runs], 1)] for label, runs in rows.items()]
+                  mean_std([r.get("kept_epoch", r.get("best_epoch")) for r in runs], 1)]
+                 for label, runs in rows.items()]
         lines += [f"[{tag}]({tag}.md), {what}:", "",
                   *table(["row", "seeds", "test macro-F1, TTA", "against onecycle", "kept epoch"], cells), ""]
-    return lines + ["Warmup and the small CNN's recipe: [archive/recipe-full.md](archive/recipe-full.md).", ""]
+    return lines + ["Warmup and the small CNN's recipe: [archive/recipe-full.md](archive/recipe-full.md).",
+                    ""]
 
 
 def generator_section(reports):
@@ -219,25 +240,29 @@ def generator_section(reports):
     cells = [[label, seeds_cell(runs), mean_std(values(runs, "acc")), mean_std(values(runs, "acc_tta"))]
              for label, runs in rows.items()]
     f1 = {label: values(runs, "acc_tta") for label, runs in rows.items()}
-    body = ["efficientnet_lite0 at its defaults with the conditional DCGAN's 64 px images added (syn RATIO: that "
-            "many generated images per real one) or alone (cas: the Classification Accuracy Score), on all of "
-            "vehicles6 (full) and on 10% of it (low); FD and the GANs' settings in "
-            "[synthetic-lite0.md](synthetic-lite0.md).", "",
+    body = ["efficientnet_lite0 at its defaults with the conditional DCGAN's 64 px images added "
+            "(syn RATIO: that many generated images per real one) or alone (cas: the Classification "
+            "Accuracy Score), on all of vehicles6 (full) and on 10% of it (low); FD and the GANs' "
+            "settings in [synthetic-lite0.md](synthetic-lite0.md).", "",
             *table(["row", "seeds", "test acc", "test acc, TTA 8"], cells), "",
             *figure(reports, "../docs/gan_samples_vehicles6_64px.png", "generated samples, a row per class",
                     "python gan.py sample --run runs/gan-v6-64 --grid docs/gan_samples_vehicles6_64px.png")]
-    cas = "; ".join(f"{label} {np.mean(values(rows[label], 'acc_tta')):.4f}" for label in ("low-cas", "full-cas")
-                    if label in rows)
-    answer = ("Full data: " + compare(f1.get("full-syn0.25"), f1.get("full-real"), "with synthetic", "real only")
-              + "; 10% data: " + compare(f1.get("low-syn0.25"), f1.get("low-real"), "with synthetic", "real only")
-              + f". Trained on generated images alone (CAS, test accuracy with TTA): {cas or 'pending'}, against "
-              f"1 in {len(next(iter(rows.values()))[0]['recall_tta']) if rows else '?'} by chance.")
+    cas = "; ".join(f"{label} {np.mean(values(rows[label], 'acc_tta')):.4f}"
+                    for label in ("low-cas", "full-cas") if label in rows)
+    answer = ("Full data: " + compare(f1.get("full-syn0.25"), f1.get("full-real"),
+                                      "with synthetic", "real only")
+              + "; 10% data: " + compare(f1.get("low-syn0.25"), f1.get("low-real"),
+                                         "with synthetic", "real only")
+              + f". Trained on generated images alone (CAS, test accuracy with TTA): {cas or 'pending'}, "
+              f"against 1 in {len(next(iter(rows.values()))[0]['recall_tta']) if rows else '?'} by chance.")
     gains = [f"{arm} {100 * (np.mean(f1[f'{arm}-syn0.25']) - np.mean(f1[f'{arm}-real'])):+.2f} points"
              for arm in ("full", "low") if f"{arm}-syn0.25" in f1 and f"{arm}-real" in f1]
-    headline = "generated images added to the real ones: " + (", ".join(gains) or "pending") + " of test accuracy"
-    return section("4. The conditional generator", "Does a class-conditional GAN's output help the classifier?",
-                   ["python gan.py --data ../shared/data/vehicles6 --img-size 64 --epochs 120 --name v6-64", command],
-                   body, answer), headline
+    headline = ("generated images added to the real ones: " + (", ".join(gains) or "pending")
+                + " of test accuracy")
+    return section("4. The conditional generator",
+                   "Does a class-conditional GAN's output help the classifier?",
+                   ["python gan.py --data ../shared/data/vehicles6 --img-size 64 --epochs 120 --name v6-64",
+                    command], body, answer), headline
 
 
 def leaderboard_section(reports):
@@ -252,16 +277,18 @@ def leaderboard_section(reports):
         return " / ".join(f"{first(entry[key]):.4f}" for key in ("cv", "public", "private"))
 
     cells = [[label, *(cell(board.get(label)) for board in boards.values())] for label in labels]
-    body = ["efficientnet_lite0 at the defaults (`--pretrained --aug heavy`), 5 leak-free folds; CV is the "
-            "out-of-fold accuracy on train/, Public and Private the halves of the test set "
-            "([leaderboard-vehicles6.md](leaderboard-vehicles6.md), [leaderboard-trashnet6.md](leaderboard-trashnet6.md)).",
+    body = ["efficientnet_lite0 at the defaults (`--pretrained --aug heavy`), 5 leak-free "
+            "folds; CV is the out-of-fold accuracy on train/, Public and Private the "
+            "halves of the test set ([leaderboard-vehicles6.md](leaderboard-vehicles6.md), "
+            "[leaderboard-trashnet6.md](leaderboard-trashnet6.md)).",
             "", *table(["row", *(f"{name}: CV / Public / Private" for name in boards)], cells), "",
-            f"The worst validation mistakes of a pretrained model of section 3 ({ERRORS_RUN}), each under the "
-            "Grad-CAM map of the class it predicted (where it looked); the full error analysis (confusion "
-            "matrices, most-confused pairs, errors grouped by cause) in "
+            f"The worst validation mistakes of a pretrained model of section 3 ({ERRORS_RUN}), "
+            "each under the Grad-CAM map of the class it predicted (where it looked); the full "
+            "error analysis (confusion matrices, most-confused pairs, errors grouped by cause) in "
             "[task/errors/val_analysis.md](task/errors/val_analysis.md):", "",
             *figure(reports, "task/errors/val_worst_errors.png", "worst validation errors with Grad-CAM",
-                    f"python predict.py --run {ERRORS_RUN} --split val --tta 8 --analysis --out reports/task/errors",
+                    f"python predict.py --run {ERRORS_RUN} --split val --tta 8 --analysis "
+                    "--out reports/task/errors",
                     LICENCE)]
     answers = []
     for name, board in boards.items():
@@ -270,23 +297,26 @@ def leaderboard_section(reports):
         best = max(private, key=private.get)
         answers.append(f"{name} Private {private[labels[0]]:.4f} ({labels[0].split(' (')[0]}) to "
                        f"{private[best]:.4f} ({best})")
-    answer = ("; ".join(answers) or "pending") + (". Each row is reproduced by `python bench/leaderboard.py "
-                                                  "../shared/data/NAME` (its docstring lists each row's commands).")
+    answer = ("; ".join(answers) or "pending") + (
+        ". Each row is reproduced by `python bench/leaderboard.py ../shared/data/NAME` "
+        "(its docstring lists each row's commands).")
     return section("5. The leaderboard and the submission model's errors",
                    "How far do folds, ensembling, TTA, stacking and pseudo-labels climb, and what does the "
-                   "submission model still get wrong?", ["python bench/leaderboard.py ../shared/data/vehicles6"],
+                   "submission model still get wrong?",
+                   ["python bench/leaderboard.py ../shared/data/vehicles6"],
                    body, answer), "; ".join(answers) or "pending"
 
 
 def write_task_report(reports):
     """reports/task.md; returns its path and one headline per section (title, anchor, headline)."""
     main_rows = grid_rows(reports, MAIN_GRID)
-    sections = [data_section(reports), augmentation_section(reports, main_rows), training_section(reports, main_rows),
-                generator_section(reports), leaderboard_section(reports)]
+    sections = [data_section(reports), augmentation_section(reports, main_rows),
+                training_section(reports, main_rows), generator_section(reports),
+                leaderboard_section(reports)]
     lines = ["# The task, step by step", "",
-             "Written by `python report.py` from the records in reports/ alone; every number below comes from a "
-             "record, every figure names the command that makes it. The studies behind each step, with their "
-             "full tables: [README.md](README.md).", ""]
+             "Written by `python report.py` from the records in reports/ alone; every number below "
+             "comes from a record, every figure names the command that makes it. The studies behind "
+             "each step, with their full tables: [README.md](README.md).", ""]
     headlines = []
     for body, headline in sections:
         lines += body
@@ -299,12 +329,15 @@ def write_task_report(reports):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reports", default=str(ROOT / "reports"), help="the folder of records, where task.md goes")
+    p.add_argument("--reports", default=str(ROOT / "reports"),
+                   help="the folder of records, where task.md goes")
     args = p.parse_args(argv)
     out, headlines = write_task_report(Path(args.reports))
-    if Path(args.reports).resolve() == (ROOT / "reports").resolve():  # the README's list is of the project's own
-        replace_in_readme("task", [f"{i}. [{title.split('. ', 1)[1]}](reports/task.md#{anchor}): {headline}."
-                                   for i, (title, anchor, headline) in enumerate(headlines, 1)])
+    # the README's list is of the project's own
+    if Path(args.reports).resolve() == (ROOT / "reports").resolve():
+        replace_in_readme("task",
+                          [f"{i}. [{title.split('. ', 1)[1]}](reports/task.md#{anchor}): {headline}."
+                           for i, (title, anchor, headline) in enumerate(headlines, 1)])
     print(f"wrote {out}")
 
 

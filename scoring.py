@@ -39,8 +39,8 @@ def true_labels(split, solution_csv, classes):
     usage = {r[id_col]: r.get(usage_col, "") for r in rows}
     blank = [i for i in split.ids if not usage[i]]
     if blank:
-        print(f"warning: {len(blank)} rows of {solution_csv} have no Usage (first: {blank[0]}): they count in the "
-              "overall score, in neither leaderboard half")
+        print(f"warning: {len(blank)} rows of {solution_csv} have no Usage (first: {blank[0]}): they count "
+              "in the overall score, in neither leaderboard half")
     return [labels[i] for i in split.ids], [usage[i] for i in split.ids]
 
 
@@ -63,7 +63,8 @@ def write_submission(path, ids, labels, sample_csv):
     missing = [r[id_col] for r in rows if key(r[id_col]) not in predicted]
     if missing:
         raise UserError(f"{sample_csv} lists {len(missing)} ids with no image in test/ (first: {missing[0]})")
-    partial = Path(f"{path}.tmp")  # renamed when complete: an interrupted write never replaces a good submission
+    # renamed when complete: an interrupted write never replaces a good submission
+    partial = Path(f"{path}.tmp")
     with open(partial, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -75,7 +76,8 @@ def write_submission(path, ids, labels, sample_csv):
 def score_metrics(classes, labels, plain, tta, usage):
     """Accuracy and macro-F1 with and without TTA, per-class recall with TTA, per leaderboard half."""
     labels, plain, tta = np.asarray(labels), np.asarray(plain), np.asarray(tta)
-    metrics = {"images": len(labels), "acc": float((plain == labels).mean()), "acc_tta": float((tta == labels).mean()),
+    metrics = {"images": len(labels), "acc": float((plain == labels).mean()),
+               "acc_tta": float((tta == labels).mean()),
                "macro_f1": float(f1_score(labels, plain, labels=classes, average="macro", zero_division=0)),
                "macro_f1_tta": float(f1_score(labels, tta, labels=classes, average="macro", zero_division=0)),
                "recall_tta": dict(zip(classes, recall_score(labels, tta, labels=classes, average=None,
@@ -104,7 +106,8 @@ def score_report(path, classes, labels, plain, tta, usage, view_names, cm_path):
     Path(path).write_text("\n".join(lines) + "\n")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, len(classes) * 0.7), max(4, len(classes) * 0.6)))
-    ConfusionMatrixDisplay.from_predictions(labels, tta, labels=classes, ax=ax, xticks_rotation=45, colorbar=False)
+    ConfusionMatrixDisplay.from_predictions(labels, tta, labels=classes, ax=ax, xticks_rotation=45,
+                                            colorbar=False)
     ax.set_title("confusion matrix (rows: true, columns: predicted)")
     fig.tight_layout()
     fig.savefig(cm_path, dpi=100)
@@ -118,11 +121,12 @@ def write_probabilities(path, ids, classes, probs, extra=None):
         writer = csv.writer(f)
         writer.writerow(["id", "label", "confidence", *(extra or {}), *classes])
         for k, (i, p) in enumerate(zip(ids, probs.tolist())):
-            writer.writerow([i, classes[int(np.argmax(p))], f"{max(p):.5f}", *(v[k] for v in (extra or {}).values()),
-                             *(f"{v:.5f}" for v in p)])
+            writer.writerow([i, classes[int(np.argmax(p))], f"{max(p):.5f}",
+                             *(v[k] for v in (extra or {}).values()), *(f"{v:.5f}" for v in p)])
 
 
-def publish(out_dir, split_name, ds, split, plain_probs, probs, view_names, solution, fallback, extra_metrics=None):
+def publish(out_dir, split_name, ds, split, plain_probs, probs, view_names, solution, fallback,
+            extra_metrics=None):
     """Write the predictions, the submission (test), and the report and metrics when labels exist.
     plain_probs: without TTA; probs: with it (what the submission uses). `fallback`: the label of
     test images listed in sample_submission.csv that could not be read. Returns the true labels or None."""
@@ -134,10 +138,10 @@ def publish(out_dir, split_name, ds, split, plain_probs, probs, view_names, solu
     if split_name == "test":
         unreadable = [Path(p).stem for p in split.skipped]
         if unreadable:  # the submission still needs a row for them
-            print(f"warning: {len(unreadable)} unreadable test image(s) (first: {unreadable[0]}) predicted as the "
-                  f"most frequent training class, {fallback}")
-        write_submission(Path(out_dir) / "submission.csv", split.ids + unreadable, tta + [fallback] * len(unreadable),
-                         ds["sample_submission"])
+            print(f"warning: {len(unreadable)} unreadable test image(s) (first: {unreadable[0]}) predicted "
+                  f"as the most frequent training class, {fallback}")
+        write_submission(Path(out_dir) / "submission.csv", split.ids + unreadable,
+                         tta + [fallback] * len(unreadable), ds["sample_submission"])
         print(f"wrote {Path(out_dir) / 'submission.csv'}")
     if labels is None:
         print("no labels for these images (no labeled folder, no solution.csv): nothing to score")
@@ -145,7 +149,8 @@ def publish(out_dir, split_name, ds, split, plain_probs, probs, view_names, solu
     table = score_report(f"{prefix}_report.md", classes, labels, plain, tta, usage, view_names,
                          f"{prefix}_confusion_matrix.png")
     write_json(f"{prefix}_metrics.json", {"tta_views": len(view_names), "tta_view_names": view_names,
-                                          **(extra_metrics or {}), **score_metrics(classes, labels, plain, tta, usage)})
+                                          **(extra_metrics or {}),
+                                          **score_metrics(classes, labels, plain, tta, usage)})
     print(table)
     print(f"wrote {prefix}_report.md, {prefix}_metrics.json and {prefix}_confusion_matrix.png")
     return labels

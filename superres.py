@@ -1,7 +1,7 @@
 """The project's own learned upscaler: ESPCN (Shi et al. 2016) trained on the competition's training images.
 
 Usage:
-    python superres.py --data ../shared/data/vehicles6 --scale 2 --epochs 6 --name vehicles6-x2   # CPU: minutes
+    python superres.py --data ../shared/data/vehicles6 --scale 2 --epochs 6 --name vehicles6-x2 # CPU: minutes
     python superres.py upscale --model runs/sr-vehicles6-x2/espcn.pt --data ../shared/data/vehicles6
     python train.py --data runs/sr-vehicles6-x2/data --pretrained --img-size 200
 
@@ -80,7 +80,8 @@ def random_crops(images, crop, batch, generator):
 
 @torch.no_grad()
 def mean_psnr(model, images, scale, device):
-    """Each upscaler's mean PSNR over whole images (cut to a multiple of scale), from the same shrunk input."""
+    """Each upscaler's mean PSNR over whole images (cut to a multiple of scale),
+    from the same shrunk input."""
     model.eval()
     scores = {"espcn": [], "bicubic": [], "bilinear": []}
     for image in images:
@@ -88,7 +89,8 @@ def mean_psnr(model, images, scale, device):
         target = as_float(image[None, :, :h, :w]).to(device)
         small = shrink(target, scale)
         for name in scores:
-            scores[name].append(psnr(model(small) if name == "espcn" else enlarge(small, scale, name), target))
+            scores[name].append(psnr(model(small) if name == "espcn" else enlarge(small, scale, name),
+                                     target))
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
@@ -101,13 +103,15 @@ def train_espcn(argv):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam, cosine-annealed to zero")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of training images kept out for PSNR")
-    p.add_argument("--block", type=int, default=NUMBER_BLOCK, help="as train.py: numbered files in blocks of N held out together")
+    p.add_argument("--block", type=int, default=NUMBER_BLOCK,
+                   help="as train.py: numbered files in blocks of N held out together")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--name", help="run folder runs/sr-NAME (default: DATA-xSCALE)")
     args = p.parse_args(argv)
     if args.crop % args.scale or not 0 < args.holdout < 1:
-        raise UserError(f"--crop must be a multiple of --scale, --holdout in (0, 1): got {args.crop}, {args.holdout}")
+        raise UserError("--crop must be a multiple of --scale, --holdout in (0, 1): "
+                        f"got {args.crop}, {args.holdout}")
     seed_everything(args.seed)
     device = pick_device(args.device)
     data_dir = resolve_data_dir(args.data)
@@ -117,7 +121,8 @@ def train_espcn(argv):
     trainable = [image for image in map(load_chw, keep.paths)
                  if min(image.shape[1:]) >= args.crop]  # smaller images have no crop of that size
     if not trainable:
-        raise UserError(f"no training image left is at least {args.crop} px on each side: use a smaller --crop")
+        raise UserError(f"no training image left is at least {args.crop} px on each side: "
+                        "use a smaller --crop")
     run_dir = new_run_dir(f"sr-{args.name or f'{data_dir.name}-x{args.scale}'}")
     print(f"{len(trainable)} training images, {len(held)} held out; writing {run_dir}")
     model = ESPCN(args.scale).to(device)
@@ -135,19 +140,20 @@ def train_espcn(argv):
         scheduler.step()
         if step % max(1, steps // 10) == 0:
             scores = mean_psnr(model, held, args.scale, device)
-            print(f"step {step}/{steps}: loss {loss.item():.5f}; held-out PSNR ESPCN {scores['espcn']:.2f} dB, "
-                  f"bicubic {scores['bicubic']:.2f} dB")
+            print(f"step {step}/{steps}: loss {loss.item():.5f}; held-out PSNR "
+                  f"ESPCN {scores['espcn']:.2f} dB, bicubic {scores['bicubic']:.2f} dB")
 
     scores = mean_psnr(model, held, args.scale, device)
     torch.save({"model": model.state_dict(), "scale": args.scale, "width": model.width, "psnr": scores},
                run_dir / "espcn.pt")
     write_json(run_dir / "metrics.json", {"scale": args.scale, "held_out_images": len(held),
                                           "train_images": len(trainable), "psnr_db": scores})
-    table = ["| upscaler | PSNR (dB) |", "|---|---|"] + [f"| {name} | {db:.2f} |" for name, db in scores.items()]
+    table = ["| upscaler | PSNR (dB) |", "|---|---|"] + [f"| {name} | {db:.2f} |"
+                                                         for name, db in scores.items()]
     (run_dir / "psnr.md").write_text("\n".join(
-        [f"# ESPCN x{args.scale} on {data_dir}", "", "```bash", "python superres.py " + shlex.join(argv), "```", "",
-         f"Mean PSNR over {len(held)} held-out training images (whole images, area-downscaled {args.scale}x, then "
-         "upscaled back; 8-bit):", ""] + table) + "\n")
+        [f"# ESPCN x{args.scale} on {data_dir}", "", "```bash", "python superres.py " + shlex.join(argv),
+         "```", "", f"Mean PSNR over {len(held)} held-out training images (whole images, area-downscaled "
+         f"{args.scale}x, then upscaled back; 8-bit):", ""] + table) + "\n")
     print("\n".join(table) + f"\nwrote {run_dir}/espcn.pt, psnr.md and metrics.json")
     return run_dir
 
@@ -156,7 +162,8 @@ def train_espcn(argv):
 def upscale_folder(argv):
     p = argparse.ArgumentParser(description="Write an ESPCN-upscaled copy of a competition folder.")
     p.add_argument("--model", required=True, help="espcn.pt written by python superres.py")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow a file that holds more than weights")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a file that holds more than weights")
     p.add_argument("--data", help="competition folder (default: ./data, else the built-in set)")
     p.add_argument("--out", help="new folder (default: data/ beside the model, inside runs/)")
     p.add_argument("--device", default="auto")
@@ -169,7 +176,8 @@ def upscale_folder(argv):
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise UserError(f"{args.model} does not match an ESPCN of its own settings: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{args.model} does not match an ESPCN of its own settings: "
+                        f"{str(e).splitlines()[0]}") from None
     data_dir = resolve_data_dir(args.data)
     ds = read_dataset(data_dir)
     out = Path(args.out or Path(args.model).parent / "data")
@@ -180,11 +188,13 @@ def upscale_folder(argv):
     tmp = out.with_name(out.name + ".tmp")  # renamed when complete: a half-written copy is never used
     shutil.rmtree(tmp, ignore_errors=True)
     for split_name, split in ((name, ds[name]) for name in ("train", "val", "test") if ds[name] is not None):
-        for path, label in zip(split.paths, split.labels or [""] * len(split.paths)):  # class folders where labeled
+        # class folders where labeled
+        for path, label in zip(split.paths, split.labels or [""] * len(split.paths)):
             folder = tmp / split_name / label
             folder.mkdir(parents=True, exist_ok=True)
             image = model(as_float(load_chw(path))[None].to(device))[0].clamp(0, 1).mul(255).round()
-            Image.fromarray(image.byte().permute(1, 2, 0).cpu().numpy()).save(folder / f"{Path(path).stem}.png")
+            Image.fromarray(image.byte().permute(1, 2, 0).cpu().numpy()).save(
+                folder / f"{Path(path).stem}.png")
         print(f"{split_name}: {len(split.paths)} images")
     for csv_path in filter(None, (ds["sample_submission"], ds["solution"])):
         shutil.copy(csv_path, tmp / csv_path.name)

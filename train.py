@@ -57,7 +57,8 @@ from choices import (
 # SGD, small batches, label smoothing and dropout (its learning rate is the best on validation of the
 # recipe grid: reports/archive/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain
 # script in ../shared/bench does. Input size and epochs come from the data (derive_defaults).
-DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e-4, label_smoothing=0.1, drop=0.2),
+DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e-4, label_smoothing=0.1,
+                             drop=0.2),
             "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
 # The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
 # at least MIN_STEPS optimizer steps, so that a small dataset still trains, but never more than 3x the
@@ -81,110 +82,143 @@ def data_options(p):
     g = p.add_argument_group("data")
     g.add_argument("--data", help="competition folder (default: ./data, else the built-in digits set)")
     g.add_argument("--val-fraction", type=bounded(float, 0, 1, open_high=True), default=VAL_FRACTION,
-                   help="held out of train/ when there is no val/; 0: train on all of it (a final fit, with the "
-                        "epochs cross-validation chose) and keep the last epoch")
-    g.add_argument("--block", type=NON_NEGATIVE_INT, default=NUMBER_BLOCK, help="numbered files in blocks of N stay on one side of the split")
-    g.add_argument("--split-seed", type=int, help="seed of the validation split and of --train-fraction (default: "
-                                                  "--seed); fix it to train every seed on the same images")
+                   help="held out of train/ when there is no val/; 0: train on all of it (a final fit, with "
+                        "the epochs cross-validation chose) and keep the last epoch")
+    g.add_argument("--block", type=NON_NEGATIVE_INT, default=NUMBER_BLOCK,
+                   help="numbered files in blocks of N stay on one side of the split")
+    g.add_argument("--split-seed", type=int,
+                   help="seed of the validation split and of --train-fraction (default: "
+                        "--seed); fix it to train every seed on the same images")
     g.add_argument("--train-fraction", type=bounded(float, 0, 1, open_low=True), default=1.0,
                    help="train on this stratified fraction (low-data studies)")
-    g.add_argument("--folds", type=NON_NEGATIVE_INT, default=0, help="k-fold cross-validation: train K runs, each holding out one "
-                                                        "leak-free fold, and write out-of-fold predictions")
-    g.add_argument("--fold", type=NON_NEGATIVE_INT, help="with --folds: train only this fold (0..K-1), e.g. one per machine, "
-                                            "with the same --name")
+    g.add_argument("--folds", type=NON_NEGATIVE_INT, default=0,
+                   help="k-fold cross-validation: train K runs, each holding out one "
+                        "leak-free fold, and write out-of-fold predictions")
+    g.add_argument("--fold", type=NON_NEGATIVE_INT,
+                   help="with --folds: train only this fold (0..K-1), e.g. one per machine, "
+                        "with the same --name")
 
 
 def model_options(p):
     g = p.add_argument_group("model")
-    g.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (efficientnet_lite0)")
-    g.add_argument("--arch", type=arch, metavar="ARCH", help=f"{', '.join(ARCHS)}, or timm:NAME for any timm model "
-                                                            "(default: smallcnn, efficientnet_lite0 with --pretrained)")
+    g.add_argument("--pretrained", action="store_true",
+                   help="start from ImageNet weights (efficientnet_lite0)")
+    g.add_argument("--arch", type=arch, metavar="ARCH",
+                   help=f"{', '.join(ARCHS)}, or timm:NAME for any timm model "
+                        "(default: smallcnn, efficientnet_lite0 with --pretrained)")
     g.add_argument("--weights", metavar="FILE",
-                   help="ImageNet weights for a torchvision or timm --arch: its state_dict in a .pth file (offline, "
-                        "e.g. from a Kaggle dataset)")
+                   help="ImageNet weights for a torchvision or timm --arch: its state_dict in a .pth file "
+                        "(offline, e.g. from a Kaggle dataset)")
     g.add_argument("--attention", default="none", choices=ATTENTIONS, help="SE/CBAM on the last feature map")
-    g.add_argument("--width", type=POSITIVE_INT, help="smallcnn's first-stage channels, doubled in each next (default 32)")
-    g.add_argument("--drop", type=PROBABILITY, help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
-    g.add_argument("--init", metavar="RUN", help="start from RUN's best weights (its arch, size and attention); a run "
-                                                 "of other classes, e.g. on another dataset, gives all but its head")
+    g.add_argument("--width", type=POSITIVE_INT,
+                   help="smallcnn's first-stage channels, doubled in each next (default 32)")
+    g.add_argument("--drop", type=PROBABILITY,
+                   help="dropout before the head (default 0.2 from scratch, 0 pretrained)")
+    g.add_argument("--init", metavar="RUN",
+                   help="start from RUN's best weights (its arch, size and attention); a run "
+                        "of other classes, e.g. on another dataset, gives all but its head")
 
 
 def input_options(p):
     g = p.add_argument_group("input and augmentation")
-    g.add_argument("--img-size", type=IMAGE_SIZE, help="input size (default: the images' median short side, within 32-64 px "
-                                                "from scratch and 160-192 px pretrained)")
+    g.add_argument("--img-size", type=IMAGE_SIZE,
+                   help="input size (default: the images' median short side, within 32-64 px "
+                        "from scratch and 160-192 px pretrained)")
     g.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when enlarging")
     g.add_argument("--aug", default="light", choices=AUGMENTATIONS,
-                   help="training augmentation (augment.py): none; flips (horizontal + vertical, nothing else); "
-                        "light (shift, zoom, horizontal flip); heavy (crop, colour, rotation, horizontal flip)")
-    g.add_argument("--vflip", action="store_true", help="vertical flips in --aug light/heavy too, and in TTA (--aug flips has them)")
-    g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"), help="mix pairs of training images")
+                   help="training augmentation (augment.py): none; "
+                        "flips (horizontal + vertical, nothing else); light (shift, zoom, horizontal flip); "
+                        "heavy (crop, colour, rotation, horizontal flip)")
+    g.add_argument("--vflip", action="store_true",
+                   help="vertical flips in --aug light/heavy too, and in TTA (--aug flips has them)")
+    g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"),
+                   help="mix pairs of training images")
     g.add_argument("--mix-alpha", type=POSITIVE, default=1.0, help="Beta(alpha, alpha) of the mixing ratio")
 
 
 def optimisation_options(p):
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=POSITIVE_INT, help="default: 30 at 64 px from scratch, 7 at 192 px pretrained, more at "
-                                              "smaller sizes and for small datasets (derive_defaults)")
+    g.add_argument("--epochs", type=POSITIVE_INT,
+                   help="default: 30 at 64 px from scratch, 7 at 192 px pretrained, more at "
+                        "smaller sizes and for small datasets (derive_defaults)")
     g.add_argument("--batch-size", type=POSITIVE_INT, help="default 32, 16 under 1,000 training images")
     g.add_argument("--optimizer", choices=("adamw", "sgd"),
                    help="default sgd (Nesterov) from scratch, adamw pretrained")
-    g.add_argument("--lr", type=NON_NEGATIVE, help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
-    g.add_argument("--weight-decay", type=NON_NEGATIVE, help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
+    g.add_argument("--lr", type=NON_NEGATIVE,
+                   help="peak learning rate (default 0.025 from scratch, 1e-3 pretrained)")
+    g.add_argument("--weight-decay", type=NON_NEGATIVE,
+                   help="default 5e-4 from scratch (SGD), 0.01 pretrained (AdamW)")
     g.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine", "step", "plateau"),
                    help="learning rate after the warmup (LRSchedule)")
-    g.add_argument("--warmup-epochs", type=NON_NEGATIVE, default=1.0, help="linear warmup before the schedule")
-    g.add_argument("--plateau-patience", type=POSITIVE_INT, default=2, help="--schedule plateau: epochs without improvement "
-                                                                    "before each x0.1")
-    g.add_argument("--freeze-epochs", type=NON_NEGATIVE_INT, default=0, help="train only the head for the first N epochs")
-    g.add_argument("--accum", type=POSITIVE_INT, default=1, help="accumulate gradients over N batches per optimizer step")
-    g.add_argument("--ema", type=PROBABILITY, default=0.0, help="EMA decay of the weights, e.g. 0.999 (0: off)")
+    g.add_argument("--warmup-epochs", type=NON_NEGATIVE, default=1.0,
+                   help="linear warmup before the schedule")
+    g.add_argument("--plateau-patience", type=POSITIVE_INT, default=2,
+                   help="--schedule plateau: epochs without improvement "
+                        "before each x0.1")
+    g.add_argument("--freeze-epochs", type=NON_NEGATIVE_INT, default=0,
+                   help="train only the head for the first N epochs")
+    g.add_argument("--accum", type=POSITIVE_INT, default=1,
+                   help="accumulate gradients over N batches per optimizer step")
+    g.add_argument("--ema", type=PROBABILITY, default=0.0,
+                   help="EMA decay of the weights, e.g. 0.999 (0: off)")
     g.add_argument("--label-smoothing", type=PROBABILITY, help="default 0.1")
     g.add_argument("--monitor", default="val_loss", choices=("val_acc", "val_loss", "val_f1"),
                    help="what early stopping and best.pt follow (the loss: a small validation set's accuracy "
                         "saturates or jumps by single images long before the schedule has annealed)")
-    g.add_argument("--patience", type=POSITIVE_INT, default=5, help="stop after N epochs without improvement, once the "
-                   "learning rate is down to a tenth of its peak")
+    g.add_argument("--patience", type=POSITIVE_INT, default=5,
+                   help="stop after N epochs without improvement, once the "
+                        "learning rate is down to a tenth of its peak")
 
 
 def balance_options(p):
     g = p.add_argument_group("loss, class balancing, hard examples and synthetic images (balance.py)")
     g.add_argument("--loss", default="ce", choices=("ce", "focal"))
     g.add_argument("--focal-gamma", type=NON_NEGATIVE, default=2.0)
-    g.add_argument("--switch-to-focal-epoch", type=NON_NEGATIVE_INT, default=0, help="use focal loss from this epoch on (0: never)")
+    g.add_argument("--switch-to-focal-epoch", type=NON_NEGATIVE_INT, default=0,
+                   help="use focal loss from this epoch on (0: never)")
     g.add_argument("--switch-to-focal-on-plateau", type=NON_NEGATIVE_INT, default=0, metavar="N",
                    help="use focal loss once the monitored metric has not improved for N epochs (0: never)")
     g.add_argument("--balance", default="none", choices=BALANCE_METHODS, help="class balancing")
     g.add_argument("--cb-beta", type=PROBABILITY, default=0.999, help="beta of --balance effective")
     g.add_argument("--heavy-classes", default="", help="comma-separated classes trained with --aug heavy")
-    g.add_argument("--oversample-classes", default="", help="comma-separated classes repeated --oversample-factor times")
+    g.add_argument("--oversample-classes", default="",
+                   help="comma-separated classes repeated --oversample-factor times")
     g.add_argument("--oversample-factor", type=POSITIVE, default=2.0)
     g.add_argument("--hard-fraction", type=FRACTION, default=0.0,
                    help="with --init: draw this fraction of highest-loss training images more often")
-    g.add_argument("--hard-factor", type=POSITIVE, default=4.0, help="how much more often hard examples are drawn")
-    g.add_argument("--synthetic", metavar="DIR", help="generated images in DIR/<class>/ (python gan.py sample)")
+    g.add_argument("--hard-factor", type=POSITIVE, default=4.0,
+                   help="how much more often hard examples are drawn")
+    g.add_argument("--synthetic", metavar="DIR",
+                   help="generated images in DIR/<class>/ (python gan.py sample)")
     g.add_argument("--synthetic-ratio", type=NON_NEGATIVE, default=0.5,
                    help="synthetic images per class, as a fraction of its real training images")
-    g.add_argument("--synthetic-aug", default="light", choices=AUGMENTATIONS, help="pipeline for synthetic images")
+    g.add_argument("--synthetic-aug", default="light", choices=AUGMENTATIONS,
+                   help="pipeline for synthetic images")
     g.add_argument("--synthetic-only", action="store_true",
                    help="train on all of DIR's images and no real ones (Classification Accuracy Score)")
-    g.add_argument("--pseudo", metavar="CSV", help="add test images as predicted in CSV (a test_predictions.csv of "
-                                                   "predict.py or ensemble.py, or its folder) to the training set")
+    g.add_argument("--pseudo", metavar="CSV",
+                   help="add test images as predicted in CSV (a test_predictions.csv of "
+                        "predict.py or ensemble.py, or its folder) to the training set")
     g.add_argument("--pseudo-threshold", type=FRACTION, default=0.99,
-                   help="only predictions at least this confident (ensemble.py prints the one the OOF supports)")
+                   help="only predictions at least this confident (ensemble.py prints the one the OOF "
+                        "supports)")
 
 
 def run_options(p):
     g = p.add_argument_group("run")
     g.add_argument("--name", help="run folder name under runs/ (default: ARCH-AUG-TIME)")
-    g.add_argument("--resume", metavar="RUN", help="continue RUN (its folder or last.pt) with its own settings")
+    g.add_argument("--resume", metavar="RUN",
+                   help="continue RUN (its folder or last.pt) with its own settings")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=NON_NEGATIVE_INT, help=WORKERS_HELP)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    g.add_argument("--amp", default="auto", choices=AMP, help="auto: bf16 where the GPU or CPU computes it natively, "
-                                                               "else fp16 on CUDA and fp32 on the CPU")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on GPUs, rarely on CPUs)")
-    g.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over all GPUs")
+    g.add_argument("--amp", default="auto", choices=AMP,
+                   help="auto: bf16 where the GPU or CPU computes it natively, "
+                        "else fp16 on CUDA and fp32 on the CPU")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (pays off on GPUs, rarely on CPUs)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over all GPUs")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a --resume/--init file that holds more than weights (it could run code)")
 
@@ -255,12 +289,12 @@ def main(argv=None):
         try:
             train_epochs(run)
         except KeyboardInterrupt:  # run_cli prints this one line, naming the folder
-            raise KeyboardInterrupt(f"interrupted: {run.run_dir}/last.pt holds the last finished epoch; go on "
-                                    f"with python train.py --resume {run.run_dir}") from None
+            raise KeyboardInterrupt(f"interrupted: {run.run_dir}/last.pt holds the last finished epoch; go "
+                                    f"on with python train.py --resume {run.run_dir}") from None
         if run.rank != 0:
             continue
-        print(f"done: {run.run_dir}" + (f" (best {args.monitor} {run.stopper.best_value:.4f})" if run.val.paths else
-                                         " (no validation: best.pt is the last epoch)"))
+        print(f"done: {run.run_dir}" + (f" (best {args.monitor} {run.stopper.best_value:.4f})"
+                                        if run.val.paths else " (no validation: best.pt is the last epoch)"))
         finished = finish_fold(run) if args.folds else run.run_dir
     if run.world > 1:
         torch.distributed.destroy_process_group()
@@ -276,7 +310,8 @@ def train_epochs(run):
     args = run.args
     for epoch in range(run.start_epoch, args.epochs + 1):
         started = time.time()
-        criterion, loss_name = make_criterion(args, epoch, run.class_weights, run.focal_since)  # CE, then focal
+        criterion, loss_name = make_criterion(args, epoch, run.class_weights,
+                                              run.focal_since)  # CE, then focal
         if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
             print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
         train_loss, train_acc = train_one_epoch(run, criterion, epoch)
@@ -303,8 +338,8 @@ def train_epochs(run):
 
 def annealed(optimizer):
     """Whether the learning rate is down to a tenth of its peak. Early stopping waits for it: at a high
-    learning rate the validation metric is noisy and the best epochs come with the anneal (runs stopped
-    before it lost 12-17 points of test accuracy: reports/schedules.md)."""
+    learning rate the validation metric is noisy and the best epochs come with the anneal (what stopping
+    earlier cost: reports/schedules.md)."""
     group = optimizer.param_groups[0]
     return group["lr"] <= 0.1 * group["initial_lr"]
 
@@ -313,7 +348,8 @@ def on_plateau(run, epoch):
     """When the monitored metric has stalled: focal loss from the next epoch (--switch-to-focal-on-plateau
     N, once), and the plateau schedule's cut of the learning rate."""
     args, stalled = run.args, run.stopper.bad_epochs
-    if args.switch_to_focal_on_plateau and run.focal_since is None and stalled >= args.switch_to_focal_on_plateau:
+    if (args.switch_to_focal_on_plateau and run.focal_since is None
+            and stalled >= args.switch_to_focal_on_plateau):
         run.focal_since = epoch + 1
     if run.scheduler.lr_lambdas[0].epoch_end(stalled) and run.rank == 0:
         print(f"epoch {epoch}: {args.monitor} stalled for {stalled} epochs: learning rate x0.1")
@@ -333,7 +369,8 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits, target):
         logits = logits.float()
-        ce = F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.label_smoothing, reduction="none")
+        ce = F.cross_entropy(logits, target, weight=self.weight,
+                             label_smoothing=self.label_smoothing, reduction="none")
         soft = target if target.dim() == 2 else F.one_hot(target, logits.shape[1]).float()
         p_true = (logits.softmax(1) * soft).sum(1)
         loss = (1 - p_true).pow(self.gamma) * ce
@@ -350,7 +387,8 @@ class LRSchedule:
     A callable object, so that LambdaLR's state_dict keeps its plateau scale for --resume."""
 
     def __init__(self, kind, warmup_steps, total_steps, patience=2):
-        self.kind, self.warmup_steps, self.total_steps, self.patience = kind, warmup_steps, total_steps, patience
+        self.kind, self.warmup_steps, self.total_steps, self.patience = \
+            kind, warmup_steps, total_steps, patience
         self.scale = 1.0
 
     def __call__(self, step):
@@ -374,7 +412,8 @@ def make_criterion(args, epoch, class_weights, focal_since=None):
     after the monitored metric stalled for --switch-to-focal-on-plateau epochs (focal_since)."""
     focal = (args.loss == "focal" or 0 < args.switch_to_focal_epoch <= epoch
              or (focal_since is not None and focal_since <= epoch))
-    return FocalLoss(args.focal_gamma if focal else 0.0, class_weights, args.label_smoothing), "focal" if focal else "ce"
+    return FocalLoss(args.focal_gamma if focal else 0.0, class_weights,
+                     args.label_smoothing), "focal" if focal else "ce"
 
 
 def print_split(rows, run_dir):
@@ -404,13 +443,14 @@ def train_one_epoch(run, criterion, epoch):
     head_only = epoch <= args.freeze_epochs  # --freeze-epochs: a new head first, the backbone untouched
     for param in model.features.parameters():
         param.requires_grad_(not head_only)
-    epoch_seed = args.seed * 10_000 + epoch  # order, augmentation, dropout and mixing depend on seed and epoch only
+    epoch_seed = args.seed * 10_000 + epoch  # order, augmentation, dropout and mixing
+                                             # depend on seed and epoch only
     torch.manual_seed(epoch_seed)
     run.train_order.set_epoch(epoch_order(run, epoch_seed), epoch_seed)
     totals = torch.zeros(3, device=run.device)  # loss sum, correct, images
     run.optimizer.zero_grad(set_to_none=True)
-    for i, (images, targets) in enumerate(tqdm(run.train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
-                                               disable=None if run.rank == 0 else True)):
+    for i, (images, targets) in enumerate(tqdm(run.train_loader, desc=f"epoch {epoch}/{args.epochs}",
+                                               leave=False, disable=None if run.rank == 0 else True)):
         images = model_input(images, run.device, run.mean, run.std)
         targets = targets.to(run.device, non_blocking=True)
         if run.mix is not None:  # targets become class probabilities
@@ -429,7 +469,8 @@ def train_one_epoch(run, criterion, epoch):
             if run.ema is not None:
                 run.ema.update_parameters(model)
         hits = (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else targets)).sum()
-        totals += torch.stack([loss.detach() * len(targets), hits, torch.tensor(len(targets), device=run.device)])
+        totals += torch.stack([loss.detach() * len(targets), hits,
+                               torch.tensor(len(targets), device=run.device)])
     if run.world > 1:  # every process's share of the epoch
         torch.distributed.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()  # one host sync per epoch, not one per step
@@ -459,7 +500,8 @@ def evaluate(run, model):
         labels.append(targets)
     logits, labels = torch.cat(logits), torch.cat(labels)
     preds = logits.argmax(1).numpy()
-    return {"val_loss": F.cross_entropy(logits, labels).item(), "val_acc": float((preds == labels.numpy()).mean()),
+    return {"val_loss": F.cross_entropy(logits, labels).item(),
+            "val_acc": float((preds == labels.numpy()).mean()),
             "val_f1": float(f1_score(labels.numpy(), preds, average="macro"))}, logits.softmax(1)
 
 
@@ -538,7 +580,8 @@ class Run:
         """What best.pt and last.pt hold: weights and plain settings only (read with weights_only=True)."""
         args = self.args
         return {"epoch": epoch, "args": vars(args), "classes": self.classes,
-                "inference": inference_section(args, self.mean, self.std), "class_counts": self.counts.tolist(), "metrics": row, "model": self.model.state_dict(),
+                "inference": inference_section(args, self.mean, self.std),
+                "class_counts": self.counts.tolist(), "metrics": row, "model": self.model.state_dict(),
                 "hard_weights": None if self.hard_weights is None else self.hard_weights.tolist(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -560,7 +603,8 @@ class Settings(argparse.Namespace):
 
 
 WHERE_IT_RUNS = ("workers", "device", "trust_checkpoint")  # --resume takes these from the command line
-INIT_KEEPS = ("arch", "attention", "drop", "width", "img_size", "upscale", "vflip")  # --init: its model and input
+INIT_KEEPS = ("arch", "attention", "drop", "width", "img_size", "upscale",
+              "vflip")  # --init: its model and input
 
 
 def model_kind(arch):
@@ -573,7 +617,8 @@ def resolve_settings(args, device=None, data_dir=None, train=None, init=None, re
     --init run (INIT_KEEPS, its checkpoint's inference section); the model kind's DEFAULTS; what the
     training images derive (derive_defaults); the loader workers for the device. Returns the settings,
     frozen, and {setting: where its value came from} for every one the command line left out."""
-    values = {**resumed["args"], **{key: getattr(args, key) for key in WHERE_IT_RUNS}} if resumed else dict(vars(args))
+    values = ({**resumed["args"], **{key: getattr(args, key) for key in WHERE_IT_RUNS}} if resumed
+              else dict(vars(args)))
     sources = {}
 
     def fill(key, value, why):
@@ -622,9 +667,10 @@ def derive_defaults(values, train):
 def inference_section(settings, mean, std):
     """The checkpoint's `inference` section: what predict.py, ensemble.py and --init need to rebuild and
     feed the model, in names of their own, apart from train.py's options (models.inference_settings)."""
-    return {"arch": settings.arch, "attention": settings.attention, "width": settings.width, "drop": settings.drop,
-            "img_size": settings.img_size, "upscale": settings.upscale, "mean": list(mean), "std": list(std),
-            "vflip": settings.vflip, "tta_views": [name for name, _ in tta_views(settings.aug, settings.vflip)],
+    return {"arch": settings.arch, "attention": settings.attention, "width": settings.width,
+            "drop": settings.drop, "img_size": settings.img_size, "upscale": settings.upscale,
+            "mean": list(mean), "std": list(std), "vflip": settings.vflip,
+            "tta_views": [name for name, _ in tta_views(settings.aug, settings.vflip)],
             "data": settings.data}
 
 
@@ -641,13 +687,14 @@ def prepare(args):
     torch.backends.cudnn.benchmark = True
     if rank == 0:
         print(f"{len(data.classes)} classes; train {len(data.train.paths)} real images (smallest class "
-              f"{data.counts.min()}, largest {data.counts.max()}), {len(data.train_paths)} per epoch with balancing, "
-              f"synthetic and pseudo-labeled images; val {len(data.val.paths)}; {settings.arch} at {settings.img_size}"
-              f" px, batch {settings.batch_size} x {world} process(es) x {settings.accum} accumulated, "
-              f"{settings.epochs} epochs; {device}, AMP {dtype or 'off'}, {torch.get_num_threads()} threads, "
-              f"{settings.workers} loader workers; run folder {run_dir}")
+              f"{data.counts.min()}, largest {data.counts.max()}), {len(data.train_paths)} per epoch with "
+              f"balancing, synthetic and pseudo-labeled images; val {len(data.val.paths)}; {settings.arch} "
+              f"at {settings.img_size} px, batch {settings.batch_size} x {world} process(es) x "
+              f"{settings.accum} accumulated, {settings.epochs} epochs; {device}, AMP {dtype or 'off'}, "
+              f"{torch.get_num_threads()} threads, {settings.workers} loader workers; run folder {run_dir}")
     keep_head = init is not None and init["classes"] == data.classes
-    model, mean, std, net = build_network(settings, data.classes, init and init["model"], keep_head, device, world)
+    model, mean, std, net = build_network(settings, data.classes, init and init["model"],
+                                          keep_head, device, world)
     parts = make_training(settings, data, model, (mean, std), init, resumed, run_dir if rank == 0 else None,
                           device, dtype, world)
     if rank == 0:  # best.pt and last.pt: model, EMA and the optimizer's moments, and room for a new one
@@ -714,7 +761,8 @@ def read_data(settings):
     train_paths, train_targets, pipeline = training_images(train, classes, BalanceOptions.from_args(settings),
                                                            ds["test"])
     counts = class_counts([classes.index(c) for c in train.labels], len(classes))
-    return RunData(str(data_dir), classes, train, val, split_rows, folds, train_paths, train_targets, pipeline, counts)
+    return RunData(str(data_dir), classes, train, val, split_rows, folds, train_paths, train_targets,
+                   pipeline, counts)
 
 
 def load_init(settings, classes, rank):
@@ -723,8 +771,8 @@ def load_init(settings, classes, rank):
         return None
     model, ckpt = load_run(run_folder(settings.init, "--init"), trust=settings.trust_checkpoint)
     if ckpt["classes"] != classes and rank == 0:
-        print(f"--init {settings.init} was trained on other classes ({', '.join(ckpt['classes'])}): its weights "
-              "without its head, and a new head for these classes")
+        print(f"--init {settings.init} was trained on other classes ({', '.join(ckpt['classes'])}): its "
+              "weights without its head, and a new head for these classes")
     return {**ckpt, "model": model}
 
 
@@ -732,10 +780,13 @@ def split_for(settings, ds):
     """(train, val, per-class rows, folds): fold --fold of --folds, else val/ or a hold-out of train/."""
     split_seed = settings.seed if settings.split_seed is None else settings.split_seed
     if settings.folds:
-        train, val, rows, part = fold_split(ds["train"], settings.folds, settings.fold, settings.block, split_seed)
-        folds = {"file": [str(p) for p in ds["train"].paths], "label": ds["train"].labels, "fold": part.tolist()}
+        train, val, rows, part = fold_split(ds["train"], settings.folds, settings.fold, settings.block,
+                                            split_seed)
+        folds = {"file": [str(p) for p in ds["train"].paths], "label": ds["train"].labels,
+                 "fold": part.tolist()}
     else:
-        (train, val, rows), folds = train_val_split(ds, settings.val_fraction, settings.block, split_seed), None
+        (train, val, rows), folds = train_val_split(ds, settings.val_fraction, settings.block,
+                                                    split_seed), None
     return take_fraction(train, settings.train_fraction, split_seed), val, rows, folds
 
 
@@ -744,19 +795,24 @@ def new_run(settings, sources, data):
     split table and split.csv (every image and its part); a fold's run goes in its parent folder, which
     lists every image's fold in folds.csv."""
     name = settings.name or f"{settings.arch}-{settings.aug}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = new_run_dir(f"{name}/fold-{settings.fold}", numbered=False) if settings.folds else new_run_dir(name)
+    run_dir = (new_run_dir(f"{name}/fold-{settings.fold}", numbered=False) if settings.folds
+               else new_run_dir(name))
     if settings.folds:
-        write_csv(run_dir.parent / "folds.csv", [dict(zip(data.folds, row)) for row in zip(*data.folds.values())])
-    write_json(run_dir / "config.json", {"args": vars(settings), "derived": sources, "environment": environment()})
+        write_csv(run_dir.parent / "folds.csv",
+                  [dict(zip(data.folds, row)) for row in zip(*data.folds.values())])
+    write_json(run_dir / "config.json", {"args": vars(settings), "derived": sources,
+                                         "environment": environment()})
     write_csv(run_dir / "split.csv", split_listing(data))
     print_split(data.split_rows, run_dir)
-    print("settings not given: " + "; ".join(f"{key} {getattr(settings, key)} ({why})" for key, why in sources.items()))
+    print("settings not given: " + "; ".join(f"{key} {getattr(settings, key)} ({why})"
+                                             for key, why in sources.items()))
     return run_dir
 
 
 def split_listing(data):
     """split.csv's rows: every training, validation, synthetic and pseudo-labeled image with its label."""
-    rows = [{"split": part, "label": label, "file": path} for part, split in (("train", data.train), ("val", data.val))
+    rows = [{"split": part, "label": label, "file": path}
+            for part, split in (("train", data.train), ("val", data.val))
             for path, label in zip(split.paths, split.labels)]
     return rows + [{"split": name, "label": data.classes[target], "file": path}
                    for path, target, name in zip(data.train_paths, data.train_targets, data.pipeline)
@@ -779,7 +835,8 @@ def build_network(settings, classes, init_model, keep_head, device, world):
     model = model.to(device, memory_format=torch.channels_last)
     net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if settings.compile:
         net = torch.compile(net)
     return model, mean, std, net
@@ -788,29 +845,34 @@ def build_network(settings, classes, init_model, keep_head, device, world):
 def make_training(settings, data, model, mean_std, init, resumed, run_dir, device, dtype, world):
     """The loaders (images decoded once into a cache), the hard examples' weights (--hard-fraction), the
     optimizer and its per-step schedule, the AMP scaler, the EMA, mixing and the loss's class weights."""
-    augs = {"train": settings.aug, "heavy": "heavy", "synthetic": settings.synthetic_aug, "pseudo": settings.aug}
+    augs = {"train": settings.aug, "heavy": "heavy", "synthetic": settings.synthetic_aug,
+            "pseudo": settings.aug}
     pipelines = {name: build_transform(aug, settings.img_size, settings.upscale, settings.vflip)
                  for name, aug in augs.items()}
     eval_transform = build_transform("none", settings.img_size, settings.upscale)
     train_set = ImageDataset(data.train_paths, data.train_targets, pipelines, pipeline=data.pipeline)
     val_set = ImageDataset(data.val.paths, [data.classes.index(c) for c in data.val.labels], eval_transform)
     for dataset, used in ((train_set, {augs[name] for name in data.pipeline}), (val_set, {"none"})):
-        dataset.fill_cache(cache_form(used, settings.img_size, settings.upscale))  # decode once, not every epoch
+        dataset.fill_cache(cache_form(used,
+                                      settings.img_size, settings.upscale))  # decode once, not every epoch
     hard_weights = None
     if settings.hard_fraction:
         if init is None:
-            raise UserError("--hard-fraction needs --init RUN: the model whose mistakes define the hard examples")
+            raise UserError("--hard-fraction needs --init RUN: "
+                            "the model whose mistakes define the hard examples")
         hard_weights = np.asarray(resumed["hard_weights"]) if resumed is not None else find_hard_examples(
             model, train_set, data.classes, run_dir, BalanceOptions.from_args(settings),
             (settings.batch_size * 2, settings.workers, device, dtype, *mean_std), eval_transform)
-    per_process = len(make_sampler(data.train_targets, settings.balance, 0, hard_weights) or train_set) // world
+    per_process = len(make_sampler(data.train_targets, settings.balance, 0, hard_weights)
+                      or train_set) // world
     batches = per_process // settings.batch_size if per_process > settings.batch_size else 1
     optimizer, scheduler = make_optimizer(settings, model, max(1, batches // settings.accum))
     train_order = EpochOrder()
     mix = {"none": None, "mixup": v2.MixUp, "cutmix": v2.CutMix}[settings.mix]
     class_weights = loss_weights(settings.balance, data.counts, settings.cb_beta)
     if class_weights is not None and run_dir is not None:
-        print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}" for c, w in zip(data.classes, class_weights)))
+        print("class weights in the loss: " + ", ".join(f"{c} {w:.2f}"
+                                                        for c, w in zip(data.classes, class_weights)))
     return dict(
         train_set=train_set, train_order=train_order, hard_weights=hard_weights, optimizer=optimizer,
         scheduler=scheduler,
@@ -818,7 +880,8 @@ def make_training(settings, data, model, mean_std, init, resumed, run_dir, devic
                                  drop_last=per_process > settings.batch_size),
         val_loader=make_loader(val_set, settings.batch_size * 2, settings.workers, device),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-        ema=AveragedModel(model, multi_avg_fn=ema_update(settings.ema), use_buffers=True) if settings.ema else None,
+        ema=AveragedModel(model, multi_avg_fn=ema_update(settings.ema), use_buffers=True)
+            if settings.ema else None,
         mix=mix(alpha=settings.mix_alpha, num_classes=len(data.classes)) if mix else None,
         class_weights=class_weights.to(device) if class_weights is not None else None)
 
@@ -839,7 +902,8 @@ def restore(resumed, settings, model, parts, run_dir):
     """The loop's starting point: epoch 1 and a fresh early-stopping record, or on --resume the weights,
     optimizer, schedule, scaler and EMA of last.pt and the epoch after it (log.csv repaired to match)."""
     if resumed is None:
-        return dict(stopper=EarlyStopping(settings.monitor, settings.patience), start_epoch=1, focal_since=None)
+        return dict(stopper=EarlyStopping(settings.monitor, settings.patience),
+                    start_epoch=1, focal_since=None)
     model.load_state_dict(resumed["model"])
     for key in ("optimizer", "scheduler", "scaler") + (("ema",) if parts["ema"] is not None else ()):
         parts[key].load_state_dict(resumed[key])
@@ -871,7 +935,8 @@ def runs_to_train(args):
     if args.resume:
         raise UserError("--resume takes one fold's folder (runs/NAME/fold-I), without --folds")
     if args.folds < 2 or (args.fold is not None and not 0 <= args.fold < args.folds):
-        raise UserError(f"--folds must be 2 or more and --fold in 0..{args.folds - 1}: got {args.folds}, {args.fold}")
+        raise UserError(f"--folds must be 2 or more and --fold in 0..{args.folds - 1}: "
+                        f"got {args.folds}, {args.fold}")
     arch = resolve_settings(args)[0].arch  # the folds' parent folder: one name for all of them
     name = args.name or f"{arch}-{args.aug}-{args.folds}fold-{time.strftime('%Y%m%d-%H%M%S')}"
     folds = [args.fold] if args.fold is not None else range(args.folds)
@@ -885,7 +950,8 @@ def finish_fold(run):
     _, probs = evaluate(run, model)
     write_csv(run.run_dir / "oof.csv", [{"file": path, "label": label, "fold": run.args.fold,
                                          **dict(zip(run.classes, p))}
-                                        for path, label, p in zip(run.val.paths, run.val.labels, probs.tolist())])
+                                        for path, label, p in zip(run.val.paths, run.val.labels,
+                                                                  probs.tolist())])
     parent = run.run_dir.parent
     done = [parent / f"fold-{k}" / "oof.csv" for k in range(run.args.folds)]
     if not all(path.exists() for path in done):

@@ -64,9 +64,8 @@ def pick_device(name="auto"):
 def loader_workers(requested, device, arch=None):
     """--workers, or the default for the device and model: on a CPU of 2 cores or fewer, none for the
     small CNN, whose dense convolutions keep both cores busy, so that a loader process only takes time
-    from them (bench/ceiling.py: 0.92 of the ceiling loading in the main process, 0.82 with one
-    worker); elsewhere one per core but the main process's, at most 8 (efficientnet_lite0's heavy
-    pipeline overlaps with its steps: 0.98 with one worker, 0.90 without)."""
+    from them; elsewhere one per core but the main process's, at most 8 (efficientnet_lite0's heavy
+    pipeline overlaps with its steps). The measurements: python bench/ceiling.py."""
     if requested is not None:
         return requested
     cores = os.cpu_count() or 1
@@ -87,7 +86,8 @@ def amp_dtype(device, amp):
         return None
     if amp == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+            return (torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False)
+                    else torch.float16)
         native = [getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
                                                                           "_is_amx_tile_supported")]
         return torch.bfloat16 if device.type == "cpu" and any(native) else None
@@ -116,7 +116,8 @@ def from_rank_zero(value, world):
     return shared[0]
 
 
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # bf16 AMP on a CPU is fast only with the last two
+# bf16 AMP on a CPU is fast only with the last two
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def cpu_description():
@@ -161,7 +162,8 @@ def safe_name(name, what):
     """name as one file or folder name, or a one-line error. A class label (from a folder, a CSV or a
     checkpoint) becomes a path only through here, so no write leaves the folder the user gave."""
     if not isinstance(name, str) or name.strip() in ("", ".", "..") or UNSAFE_IN_NAME.search(name):
-        raise UserError(f"{what} {name!r} cannot be a folder name: no '/', '\\', control characters, '.' or '..'")
+        raise UserError(f"{what} {name!r} cannot be a folder name: no '/', '\\', control characters, "
+                        "'.' or '..'")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # bytes that are not UTF-8 in a file name: no CSV or report could hold it
@@ -172,7 +174,8 @@ def safe_name(name, what):
 
 
 def safe_relative_path(name, what):
-    """A relative path whose every part is a safe_name (a run name such as GRID/ROW-s0), or a one-line error."""
+    """A relative path whose every part is a safe_name (a run name such as GRID/ROW-s0),
+    or a one-line error."""
     if not isinstance(name, str) or not name:
         raise UserError(f"{what} {name!r} is empty")
     for part in name.split("/"):
@@ -182,7 +185,8 @@ def safe_relative_path(name, what):
 
 def new_run_dir(name, numbered=True):
     """runs/NAME, or runs/NAME-2, -3, ... when it exists (two runs started at once never share one);
-    with numbered=False an existing runs/NAME is an error instead. NAME stays under runs/ (safe_relative_path)."""
+    with numbered=False an existing runs/NAME is an error instead. NAME stays under runs/
+    (safe_relative_path)."""
     safe_relative_path(name, "run name")
     try:
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
@@ -206,7 +210,8 @@ def lock_run(run_dir):
     try:
         handle = open(Path(run_dir) / ".lock", "a")
     except OSError as e:
-        raise UserError(f"cannot write to {run_dir} ({e.strerror}): make it writable, or copy the run") from None
+        raise UserError(f"cannot write to {run_dir} ({e.strerror}): make it writable, "
+                        "or copy the run") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -244,9 +249,11 @@ def latest_run(runs_dir=None, required="best.pt", pattern="*", trainer="train.py
     runs_dir = Path(runs_dir or RUNS_DIR)
     found = [(p.stat().st_mtime, p.parent) for p in runs_dir.glob(f"{pattern}/{required}")]
     if nested:
-        found += [(p.stat().st_mtime, p.parent.parent) for p in runs_dir.glob(f"{pattern}/{nested}/{required}")]
+        found += [(p.stat().st_mtime, p.parent.parent)
+                  for p in runs_dir.glob(f"{pattern}/{nested}/{required}")]
     if not found:
-        raise UserError(f"no run with {required} under {runs_dir}/{pattern}: train one first (python {trainer})")
+        raise UserError(f"no run with {required} under {runs_dir}/{pattern}: "
+                        f"train one first (python {trainer})")
     return max(found)[1]
 
 
@@ -264,14 +271,15 @@ def save_checkpoint(state, is_best, run_dir):
         except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError of its zip writer
             tmp.unlink(missing_ok=True)
             cause = ("make the folder writable" if isinstance(e, PermissionError) else "free some space")
-            raise UserError(f"could not write {path} ({str(e).splitlines()[0]}); last.pt still holds the epoch "
-                            f"before: {cause}, then --resume") from None
+            raise UserError(f"could not write {path} ({str(e).splitlines()[0]}); last.pt still holds the "
+                            f"epoch before: {cause}, then --resume") from None
 
 
 TRUST_FLAG = "--trust-checkpoint"
 
 
-def load_checkpoint(path, required=("model", "classes"), writer="train.py", default_name="best.pt", trust=False):
+def load_checkpoint(path, required=("model", "classes"), writer="train.py", default_name="best.pt",
+                    trust=False):
     """A checkpoint's contents, read with torch.load(weights_only=True): tensors, numbers, strings,
     lists and dicts only, so a file can never run code when it is opened. A file that holds anything
     else (a legacy pickle, or one crafted to run a command) is refused, unless `trust` (the scripts'
@@ -288,10 +296,11 @@ def load_checkpoint(path, required=("model", "classes"), writer="train.py", defa
         if "weights_only" not in str(e):
             raise UserError(f"{path} is not a readable checkpoint (UnpicklingError: "
                             f"{str(e).splitlines()[0]})") from None
-        raise UserError(f"{path} holds Python objects besides weights and settings, which could run code when "
-                        f"loaded: refused. If you wrote this file yourself, pass {TRUST_FLAG}") from None
+        raise UserError(f"{path} holds Python objects besides weights and settings, which could run code "
+                        f"when loaded: refused. If you wrote this file yourself, pass {TRUST_FLAG}") from None
     except Exception as e:
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0]})") from None
     missing = [key for key in required if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise UserError(f"{path} is not a checkpoint written by {writer} (no {', '.join(missing)} inside)")
@@ -343,7 +352,8 @@ def save_photo_figure(fig, out_path, dpi=80):
     from PIL import Image
     fig.savefig(out_path, dpi=dpi)
     pyplot().close(fig)
-    Image.open(out_path).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(out_path, optimize=True)
+    Image.open(out_path).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(
+        out_path, optimize=True)
 
 
 def plot_curves(rows, out_path):

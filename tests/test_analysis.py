@@ -1,4 +1,5 @@
-"""analysis.write_analysis on handcrafted predictions: which images are errors, and of which type, is known."""
+"""analysis.write_analysis on handcrafted predictions: which images are errors, and of which type, is
+known."""
 import csv
 import re
 
@@ -111,7 +112,8 @@ def test_no_errors_writes_a_report_without_galleries(tmp_path):
     assert "no errors" in summary
     assert "No errors" in (tmp_path / "out" / "test_analysis.md").read_text()
     assert read_rows(tmp_path / "out" / "test_errors.csv") == []
-    assert not list((tmp_path / "out").glob("*pair*")) and not (tmp_path / "out" / "test_worst_errors.png").exists()
+    assert (not list((tmp_path / "out").glob("*pair*"))
+            and not (tmp_path / "out" / "test_worst_errors.png").exists())
 
 
 def test_tiny_input_with_an_empty_class(tmp_path):

@@ -27,7 +27,8 @@ def test_sampler_draws_rare_classes_as_often_as_common_ones():
     targets = np.array([0] * 90 + [1] * 10)
     drawn = targets[list(balance.make_sampler(targets, "sampler", seed=0))]
     assert len(drawn) == 100
-    draws = np.array([targets[list(balance.make_sampler(targets, "sampler", seed=s))].mean() for s in range(20)])
+    draws = np.array([targets[list(balance.make_sampler(targets, "sampler", seed=s))].mean()
+                      for s in range(20)])
     assert abs(draws.mean() - 0.5) < 0.05  # a plain shuffle would give 0.1
     assert balance.make_sampler(targets, "none", seed=0) is None
 
@@ -59,7 +60,8 @@ def test_class_balanced_weights_match_the_effective_number_formula():
     # beta -> 0 gives equal weights, beta -> 1 inverse frequency (Cui et al.'s two limits)
     assert np.allclose(balance.effective_number_weights(counts, 1e-9), 1)
     inverse = balance.inverse_frequency_weights(counts)
-    assert np.allclose(balance.effective_number_weights(counts, 1 - 1e-9), inverse * 3 / inverse.sum(), rtol=1e-3)
+    assert np.allclose(balance.effective_number_weights(counts, 1 - 1e-9), inverse * 3 / inverse.sum(),
+                       rtol=1e-3)
 
 
 def test_logit_adjustment_with_a_uniform_prior_changes_nothing():
@@ -96,7 +98,8 @@ def test_focal_loss_takes_mixed_targets():
     logits, a, b = torch.randn(8, 3), torch.randint(0, 3, (8,)), torch.randint(0, 3, (8,))
     soft = 0.7 * F.one_hot(a, 3).float() + 0.3 * F.one_hot(b, 3).float()
     assert torch.allclose(train.FocalLoss(0.0)(logits, soft), F.cross_entropy(logits, soft), atol=1e-6)
-    assert torch.allclose(train.FocalLoss(0.0)(logits, F.one_hot(a, 3).float()), F.cross_entropy(logits, a), atol=1e-6)
+    assert torch.allclose(train.FocalLoss(0.0)(logits, F.one_hot(a, 3).float()), F.cross_entropy(logits, a),
+                          atol=1e-6)
 
 
 @pytest.mark.parametrize("extra", [["--mix", "cutmix"], ["--mix", "mixup", "--balance", "effective"],
@@ -125,8 +128,10 @@ def test_synthetic_images_join_training_only(tmp_path, competition, monkeypatch)
     fake = [r for r in rows if str(synthetic) in r["file"]]
     assert fake and all(r["split"] == "synthetic" for r in fake)  # never in val
     real_train = {c: sum(r["split"] == "train" and r["label"] == c for r in rows) for c in CLASSES}
-    assert {c: sum(r["label"] == c for r in fake) for c in CLASSES} == {c: round(0.5 * n) for c, n in real_train.items()}
-    only = train.main(tiny_args(competition, "--name", "cas", "--synthetic", str(synthetic), "--synthetic-only"))
+    assert ({c: sum(r["label"] == c for r in fake) for c in CLASSES}
+            == {c: round(0.5 * n) for c, n in real_train.items()})
+    only = train.main(tiny_args(competition, "--name", "cas", "--synthetic", str(synthetic),
+                                "--synthetic-only"))
     assert sum(r["split"] == "synthetic" for r in read_split(only)) == 60
 
 
@@ -138,7 +143,8 @@ def test_balance_synthetic_tops_up_rare_classes(tmp_path, competition, monkeypat
     args = train.parse_args(tiny_args(competition, "--balance", "synthetic", "--synthetic", str(synthetic)))
     ds = train.read_dataset(competition)
     real = ds["train"]
-    paths, targets, pipeline = balance.training_images(real, ds["classes"], balance.BalanceOptions.from_args(args))
+    paths, targets, pipeline = balance.training_images(real, ds["classes"],
+                                                       balance.BalanceOptions.from_args(args))
     assert np.bincount(targets).tolist() == [16, 16, 16] and pipeline.count("synthetic") == 10
     with pytest.raises(UserError, match="--synthetic DIR"):
         train.main(tiny_args(competition, "--balance", "synthetic"))
@@ -147,10 +153,12 @@ def test_balance_synthetic_tops_up_rare_classes(tmp_path, competition, monkeypat
 
 
 def test_heavy_classes_get_the_heavy_pipeline(competition):
-    args = train.parse_args(tiny_args(competition, "--heavy-classes", "green", "--oversample-classes", "blue"))
+    args = train.parse_args(tiny_args(competition, "--heavy-classes", "green",
+                                      "--oversample-classes", "blue"))
     ds = train.read_dataset(competition)
     classes = ds["classes"]
-    paths, targets, pipeline = balance.training_images(ds["train"], classes, balance.BalanceOptions.from_args(args))
+    paths, targets, pipeline = balance.training_images(ds["train"], classes,
+                                                       balance.BalanceOptions.from_args(args))
     assert all((k == "heavy") == (classes[t] == "green") for t, k in zip(targets, pipeline))
     assert np.bincount(targets).tolist()[classes.index("blue")] == 32
 

@@ -14,8 +14,8 @@ def test_whole_workflow_from_split_to_scored_predictions(tmp_path, competition):
     steps = [("eda.py", "--data", competition, "--out", "eda"),
              ("data.py", "split", "--data", competition, "--out", "split", "--block", "4"),
              ("augment.py", "--data", competition, "--aug", "heavy", "--img-size", "48", "--out", "aug.png"),
-             ("train.py", "--data", "split", "--epochs", "2", "--img-size", "32", "--batch-size", "8", "--workers",
-              "0", "--switch-to-focal-epoch", "2"),
+             ("train.py", "--data", "split", "--epochs", "2", "--img-size", "32", "--batch-size", "8",
+              "--workers", "0", "--switch-to-focal-epoch", "2"),
              ("predict.py", "--tta", "3", "--workers", "0")]
     outputs = {}
     for script, *args in steps:

@@ -124,7 +124,8 @@ def test_builtin_dataset_is_a_competition_folder(tmp_path):
         ds = data.read_dataset(tmp_path / "digits")
     assert len(ds["classes"]) == 10
     assert len(ds["train"].paths) + len(ds["test"].paths) == 1797
-    assert len((tmp_path / "digits" / "sample_submission.csv").read_text().splitlines()) == len(ds["test"].paths) + 1
+    assert (len((tmp_path / "digits" / "sample_submission.csv").read_text().splitlines())
+            == len(ds["test"].paths) + 1)
 
 
 def test_eda_writes_report_and_plots(competition, tmp_path):
@@ -149,7 +150,8 @@ def test_eda_without_examples_copies_no_image(competition, tmp_path):
 
 
 def test_augmentation_draws_are_independent_and_reproducible():
-    """Both flips at p=0.5 (--vflip) must give all four combinations, and a reseeded pipeline the same draws."""
+    """Both flips at p=0.5 (--vflip) must give all four combinations, and a reseeded pipeline the same
+    draws."""
     from augment import build_transform
     image = np.zeros((8, 8, 3), np.uint8)
     image[0, 0] = 255  # the bright corner tells which flips were applied
@@ -211,7 +213,8 @@ def test_epoch_order_makes_augmentation_independent_of_workers_and_epochs_before
 
 def test_flips_is_exactly_the_two_flips_after_the_resize():
     from augment import augmentations, tta_views
-    assert [type(op).__name__ for op in augmentations("flips", 32)] == ["Resize", "HorizontalFlip", "VerticalFlip"]
+    assert [type(op).__name__ for op in augmentations("flips", 32)] == ["Resize", "HorizontalFlip",
+                                                                        "VerticalFlip"]
     assert [name for name, _ in tta_views("flips")] == ["plain", "hflip", "vflip", "hvflip"]
 
 

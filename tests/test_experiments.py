@@ -11,8 +11,9 @@ FINDINGS = ["plain learns the colours.", "The fallback trains **without** the mi
 
 
 def write_grids(path, rows, settings=TINY, prepare=("python gan.py --epochs 1",), findings=FINDINGS):
-    path.write_text(json.dumps({"tiny": {"description": "two small CNNs", "prepare": list(prepare), "cpu": settings,
-                                         "full": [], "tta": 2, "findings": findings, "rows": rows}}))
+    path.write_text(json.dumps({"tiny": {"description": "two small CNNs", "prepare": list(prepare),
+                                         "cpu": settings, "full": [], "tta": 2, "findings": findings,
+                                         "rows": rows}}))
     return path
 
 
@@ -22,7 +23,8 @@ def findings_section(findings):
 
 
 def run_grid(work, data, *extra):
-    experiments.main(["tiny", "--grids", str(work / "grids.json"), "--data", str(data), "--workers", "0", *extra])
+    experiments.main(["tiny", "--grids", str(work / "grids.json"), "--data", str(data),
+                      "--workers", "0", *extra])
     return (work / "reports" / "tiny.md").read_text()
 
 
@@ -43,10 +45,11 @@ def test_grid_report_resumes_without_redoing_finished_runs(grid_work):
     assert "First make what the rows need:\n\n```bash\npython gan.py --epochs 1\n```" in report
     assert findings_section(FINDINGS) in report
     assert "| missing (fallback) | 2/2 |" in report and "data folder not found" in report
-    assert (work / "reports" / "tiny_val_curves.png").is_file() and (work / "reports" / "tiny_bars.png").is_file()
+    assert ((work / "reports" / "tiny_val_curves.png").is_file()
+            and (work / "reports" / "tiny_bars.png").is_file())
     runs = work / "runs" / "tiny"
-    assert sorted(p.name for p in runs.iterdir()) == ["missing-fallback-s0", "missing-fallback-s1", "plain-s0",
-                                                      "plain-s1"]
+    assert sorted(p.name for p in runs.iterdir()) == ["missing-fallback-s0", "missing-fallback-s1",
+                                                      "plain-s0", "plain-s1"]
 
     finished = {p: p.stat().st_mtime_ns for p in (runs / "plain-s0").iterdir()}
     (runs / "plain-s1" / "test_metrics.json").unlink()  # stopped after training, before predict.py finished
@@ -71,7 +74,8 @@ def test_rows_picks_what_runs_and_the_report_keeps_every_row(grid_work):
     assert "| missing (fallback) | 1/1 |" in report and "| plain | 0/1 | pending |" in report
     assert not (work / "runs" / "tiny" / "plain-s0").exists()
     report = run_grid(work, data, "--seeds", "1", "--rows", "plain")
-    assert "| plain | 1/1 |" in report and "| missing (fallback) | 1/1 |" in report  # kept from the first command
+    # kept from the first command
+    assert "| plain | 1/1 |" in report and "| missing (fallback) | 1/1 |" in report
     assert "--seeds 1\n" in report and "--rows" not in report  # the command that makes the whole table
 
 
@@ -94,12 +98,15 @@ def test_the_record_stands_in_for_deleted_runs_only_while_the_grid_asks_the_same
     assert record["plain-s0"]["train"][-4:] == ["--seed", "0", "--name", "tiny/plain-s0"]
     shutil.rmtree(work / "runs")
     table = first.partition("| plain |")[2].partition("\n")[0]
-    assert "| plain |" + table in run_grid(work, data, "--seeds", "1", "--report")  # the same figures, no runs
-    report = run_grid(work, data, "--seeds", "2", "--rows", "plain")  # as on a fresh clone: seed 0 is not retrained
+    # the same figures, no runs
+    assert "| plain |" + table in run_grid(work, data, "--seeds", "1", "--report")
+    # as on a fresh clone: seed 0 is not retrained
+    report = run_grid(work, data, "--seeds", "2", "--rows", "plain")
     assert sorted(p.name for p in (work / "runs" / "tiny").iterdir()) == ["plain-s1"]
     assert "| plain | 2/2 |" in report and "| plain |" + table not in report
     write_grids(work / "grids.json", {"plain": ["--arch", "smallcnn"]}, TINY[:1] + ["2"] + TINY[2:])
-    assert "| plain | 0/1 | pending |" in run_grid(work, data, "--seeds", "1", "--report")  # 2 epochs: not that run
+    # 2 epochs: not that run
+    assert "| plain | 0/1 | pending |" in run_grid(work, data, "--seeds", "1", "--report")
 
 
 def test_every_committed_report_carries_its_grids_findings():
@@ -124,7 +131,8 @@ def test_findings_refresh_rewrites_that_section_alone_and_needs_no_runs(grid_wor
     def refresh(findings):
         grids["tiny"]["findings"] = findings
         (work / "grids.json").write_text(json.dumps(grids))
-        experiments.main(["tiny", "--grids", str(work / "grids.json"), "--data", str(work / "gone"), "--findings"])
+        experiments.main(["tiny", "--grids", str(work / "grids.json"), "--data", str(work / "gone"),
+                          "--findings"])
         return path.read_text()
 
     revised = ["plain is enough.", "A second thought,\nover two lines."]
@@ -178,12 +186,14 @@ def test_reuse_row_predicts_the_same_model_anew_and_the_report_shows_recall_and_
     assert (runs / "adjusted-s0" / "best.pt").read_bytes() == (runs / "ce-s0" / "best.pt").read_bytes()
     assert json.loads((runs / "adjusted-s0" / "test_metrics.json").read_text())["logit_adjust"] == 1
     assert json.loads((runs / "ce-s0" / "test_metrics.json").read_text())["logit_adjust"] == 0
-    assert "share of the macro-F1 gap ce → ref closed" in report and "(the runs of row ce, predicted anew)" in report
+    assert ("share of the macro-F1 gap ce → ref closed" in report
+            and "(the runs of row ce, predicted anew)" in report)
     ce_row = next(line for line in report.splitlines() if line.startswith("| ce | 1/1"))
     assert ce_row.endswith((" 0.00 |", " no gap |"))  # the baseline closes none of its own gap
     assert "Per-class recall" in report and "| blue | green | red |" in report
 
-    shutil.rmtree(tmp_path / "runs")  # as on a fresh clone, with no record of adjusted-s0: ce-s0 has only its scores
+    # as on a fresh clone, with no record of adjusted-s0: ce-s0 has only its scores
+    shutil.rmtree(tmp_path / "runs")
     record_file = tmp_path / "reports" / "tiny.json"
     record = json.loads(record_file.read_text())
     del record["adjusted-s0"]
@@ -202,7 +212,8 @@ def test_jobs_run_seeds_side_by_side_and_fall_back_the_same(grid_work):
     """--jobs 2: each seed in processes of its own; a one-line error still sends the row to its fallback."""
     work, data = grid_work
     report = run_grid(work, data, "--seeds", "2", "--jobs", "2")
-    assert "| plain | 2/2 |" in report and "| missing (fallback) | 2/2 |" in report and "data folder not found" in report
+    assert ("| plain | 2/2 |" in report and "| missing (fallback) | 2/2 |" in report
+            and "data folder not found" in report)
 
 
 def test_seed_in_a_rows_args_fine_tunes_each_seeds_own_run(tmp_path, competition, monkeypatch):
@@ -218,7 +229,8 @@ def test_seed_in_a_rows_args_fine_tunes_each_seeds_own_run(tmp_path, competition
 
 
 def test_settings_derived_from_the_data_do_not_count_as_changed(tmp_path, competition, monkeypatch):
-    """A grid that leaves input size and batch to train.py runs again over its finished runs, retraining none."""
+    """A grid that leaves input size and batch to train.py runs again over its finished runs, retraining
+    none."""
     monkeypatch.chdir(tmp_path)
     write_grids(tmp_path / "grids.json", {"plain": ["--arch", "smallcnn"]}, ["--epochs", "1", "--block", "4"])
     run_grid(tmp_path, competition, "--seeds", "1")
@@ -228,12 +240,14 @@ def test_settings_derived_from_the_data_do_not_count_as_changed(tmp_path, compet
     assert best.stat().st_mtime_ns == trained
 
 
-def test_the_report_shows_the_epoch_best_pt_keeps_not_the_epoch_of_best_val_acc(tmp_path, competition, monkeypatch):
+def test_the_report_shows_the_epoch_best_pt_keeps_not_the_epoch_of_best_val_acc(tmp_path, competition,
+                                                                                monkeypatch):
     log = [{"epoch": "1", "val_loss": "0.9", "val_acc": "0.60", "val_f1": "0.55"},
            {"epoch": "2", "val_loss": "0.7", "val_acc": "0.80", "val_f1": "0.70"},
            {"epoch": "3", "val_loss": "0.6", "val_acc": "0.75", "val_f1": "0.72"},
            {"epoch": "4", "val_loss": "0.5", "val_acc": "0.80", "val_f1": "0.71"}]
-    assert [experiments.kept_row(log, m)["epoch"] for m in ("val_loss", "val_acc", "val_f1")] == ["4", "4", "3"]
+    assert [experiments.kept_row(log, m)["epoch"]
+            for m in ("val_loss", "val_acc", "val_f1")] == ["4", "4", "3"]
 
     monkeypatch.chdir(tmp_path)
     write_grids(tmp_path / "grids.json", {"plain": ["--arch", "smallcnn"]}, TINY[:1] + ["4"] + TINY[2:])
@@ -251,4 +265,5 @@ def test_the_report_shows_the_epoch_best_pt_keeps_not_the_epoch_of_best_val_acc(
     record.write_text(json.dumps(runs))
     shutil.rmtree(run)
     report = run_grid(tmp_path, competition, "--seeds", "1", "--report")
-    assert f"| {summary['best_val_acc']:.4f}* |" in report and "\n\\* the best validation accuracy over all" in report
+    assert (f"| {summary['best_val_acc']:.4f}* |" in report
+            and "\n\\* the best validation accuracy over all" in report)

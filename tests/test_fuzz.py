@@ -15,8 +15,8 @@ import train
 from conftest import colour_image
 from utils import UserError
 
-HOSTILE = ["..", ".", "../x", "../../../../x", "/tmp/fuzz-x", "a/b", "a\\b", "x\x00y", "tab\tname", " ", "Red",
-           "red ", "e\u0301", "\u202ename", "con", "a" * 300]
+HOSTILE = ["..", ".", "../x", "../../../../x", "/tmp/fuzz-x", "a/b", "a\\b", "x\x00y", "tab\tname", " ",
+           "Red", "red ", "e\u0301", "\u202ename", "con", "a" * 300]
 NAMES = st.one_of(st.sampled_from(HOSTILE), st.text(min_size=0, max_size=16))
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -33,9 +33,11 @@ def images(tmp_path_factory):
 
 @FUZZ
 @given(label=NAMES)
-def test_a_drawn_class_name_is_a_split_or_one_error_line_and_never_a_path_out(images, tmp_path_factory, label):
+def test_a_drawn_class_name_is_a_split_or_one_error_line_and_never_a_path_out(images, tmp_path_factory,
+                                                                              label):
     tree = tmp_path_factory.mktemp("tree")
-    root = tree / "a" / "b" / "c" / "d" / "e"  # deep enough that ../../../../x stays in the tree when it escapes
+    # deep enough that ../../../../x stays in the tree when it escapes
+    root = tree / "a" / "b" / "c" / "d" / "e"
     shutil.copytree(images, root / "comp" / "train")
     with open(root / "comp" / "train.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -45,15 +47,18 @@ def test_a_drawn_class_name_is_a_split_or_one_error_line_and_never_a_path_out(im
         data.split_dataset(root / "comp", root / "out", 0.25, 0.25, 0, 0)
     except UserError as e:
         assert "\n" not in str(e)
-    except ValueError as e:  # a label the filesystem refuses (too long, a NUL) is not a UserError: not allowed
+    except ValueError as e:
+        # a label the filesystem refuses (too long, a NUL) is not a UserError: not allowed
         pytest.fail(f"{label!r}: {e}")
     written = [p for p in tree.rglob("*") if p.is_file()]
     assert all(root / "comp" in p.parents or root / "out" in p.parents for p in written), written
 
 
-OPTIONS = ["--img-size", "--epochs", "--batch-size", "--lr", "--workers", "--accum", "--label-smoothing", "--drop",
-           "--ema", "--width", "--warmup-epochs", "--val-fraction", "--train-fraction", "--patience", "--focal-gamma"]
-VALUES = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+OPTIONS = ["--img-size", "--epochs", "--batch-size", "--lr", "--workers", "--accum", "--label-smoothing",
+           "--drop", "--ema", "--width", "--warmup-epochs", "--val-fraction", "--train-fraction",
+           "--patience", "--focal-gamma"]
+VALUES = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                   st.text(max_size=8))
 
 
 @FUZZ
@@ -69,7 +74,8 @@ def test_a_drawn_option_value_is_accepted_in_range_or_is_one_argparse_error(opti
 
 
 @FUZZ
-@given(option=st.sampled_from(["--tta", "--top-k", "--batch-size", "--workers", "--logit-adjust"]), value=VALUES)
+@given(option=st.sampled_from(["--tta", "--top-k", "--batch-size", "--workers", "--logit-adjust"]),
+       value=VALUES)
 def test_a_drawn_predict_option_is_accepted_finite_or_is_one_argparse_error(option, value, capsys):
     try:
         args = predict.parse_args([option, str(value)])

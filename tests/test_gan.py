@@ -22,8 +22,8 @@ CLASSES = {"a": (220, 40, 40), "b": (40, 200, 40), "c": (40, 40, 220)}
 
 def run_gan(cwd, *args):
     """gan.py as a user runs it, in cwd so its runs/ folder lands there, not in the repo."""
-    result = subprocess.run([sys.executable, str(GAN_PY), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, str(GAN_PY), *map(str, args)], cwd=cwd, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -90,7 +90,8 @@ def test_diff_augment_is_random_and_differentiable():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
     def augment_with_fixed_draws(images):
-        torch.manual_seed(1)  # the same brightness, shifts and holes on every call, so finite differences apply
+        # the same brightness, shifts and holes on every call, so finite differences apply
+        torch.manual_seed(1)
         return gan.diff_augment(images)
 
     small = torch.rand(2, 3, 8, 8, dtype=torch.double, requires_grad=True)
@@ -133,8 +134,9 @@ def test_sample_writes_only_requested_classes(trained, tiny):
 
 
 def test_sample_rejects_unknown_class(trained, tiny):
-    result = subprocess.run([sys.executable, str(GAN_PY), "sample", "--run", str(trained[0]), "--per-class", "1",
-                             "--out", "bad", "--classes", "zebra"], cwd=tiny, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(GAN_PY), "sample", "--run", str(trained[0]),
+                             "--per-class", "1", "--out", "bad", "--classes", "zebra"],
+                            cwd=tiny, capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip().startswith("error:") and "zebra" in result.stderr
     assert "Traceback" not in result.stderr
@@ -168,7 +170,8 @@ def test_train_fraction_takes_the_images_train_py_takes(tiny, monkeypatch):
     gan_images = sorted(zip(split.labels, map(str, split.paths)))
     for classifier_seed in (0, 1):
         run_dir = train.main(common + ["--split-seed", "3", "--seed", str(classifier_seed), "--epochs", "1",
-                                       "--img-size", "32", "--workers", "0", "--name", f"fraction{classifier_seed}"])
+                                       "--img-size", "32", "--workers", "0",
+                                       "--name", f"fraction{classifier_seed}"])
         with open(run_dir / "split.csv", newline="") as f:
             trained_on = sorted((r["label"], r["file"]) for r in csv.DictReader(f) if r["split"] == "train")
         assert trained_on == gan_images and len(trained_on) < 30

@@ -25,8 +25,8 @@ def kfold(tmp_path_factory):
     comp = make_competition(work / "comp", per_class=24)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)
-        parent = train.main(["--data", str(comp), "--folds", "3", "--epochs", "2", "--workers", "0", "--block", "0",
-                             "--name", "kf"])
+        parent = train.main(["--data", str(comp), "--folds", "3", "--epochs", "2", "--workers", "0",
+                             "--block", "0", "--name", "kf"])
         predict.main(["--run", str(parent), "--tta", "3", "--workers", "0"])
     return work, comp, work / parent
 
@@ -35,7 +35,8 @@ def test_folds_are_deterministic_leak_free_and_cover_every_image_once(tmp_path):
     comp = make_competition(tmp_path / "c", per_class=30)
     for name in ("red", "green", "blue"):  # copies: a group that must stay in one fold
         for i in range(0, 30, 3):
-            (comp / "train" / name / f"copy{i}.png").write_bytes((comp / "train" / name / f"{name}{i}.png").read_bytes())
+            (comp / "train" / name / f"copy{i}.png").write_bytes(
+                (comp / "train" / name / f"{name}{i}.png").read_bytes())
     split = data.read_dataset(comp)["train"]
     parts = [data.fold_split(split, 4, k, 25, seed=7)[3] for k in range(4)]
     assert all(np.array_equal(parts[0], p) for p in parts)  # one assignment, whichever fold asks
@@ -98,7 +99,8 @@ def test_weights_and_stacking_never_read_test_labels(kfold, tmp_path, monkeypatc
         writer.writerows({**r, "label": label} for r, label in zip(rows, labels))
     for extra in (["--weights", "oof"], ["--stack", "logreg"]):
         a = ensemble.main([str(parent), str(parent), *extra, "--out", str(tmp_path / "a")])
-        b = ensemble.main([str(parent), str(parent), *extra, "--data", str(wrong), "--out", str(tmp_path / "b")])
+        b = ensemble.main([str(parent), str(parent), *extra, "--data", str(wrong),
+                           "--out", str(tmp_path / "b")])
         cv_a, cv_b = (json.loads((d / "cv.json").read_text()) for d in (a, b))
         assert cv_a == cv_b  # weights, OOF score and threshold: the same whatever the test labels say
         assert (a / "test_predictions.csv").read_text() == (b / "test_predictions.csv").read_text()

@@ -12,7 +12,8 @@ def test_attention_keeps_shape_and_reweights(block):
     assert y.shape == x.shape and not torch.allclose(x, y)
 
 
-@pytest.mark.parametrize("arch", ["smallcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_large", "convnext_tiny"])
+@pytest.mark.parametrize("arch", ["smallcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_large",
+                                  "convnext_tiny"])
 @pytest.mark.parametrize("attention", ["none", "se", "cbam"])
 def test_every_model_gives_one_logit_per_class(arch, attention):
     model, mean, std = models.build_model(arch, 7, attention=attention, drop=0.2)
@@ -76,7 +77,8 @@ def test_any_timm_or_torchvision_backbone_takes_a_local_weights_file(tmp_path, c
     torch.save(reference.state_dict(), timm_file)
     torch.save(torchvision.models.resnet18().state_dict(), tv_file)
     model, mean, std = build_model("timm:resnet18", 3, weights_file=timm_file)
-    assert torch.equal(model.features.net.conv1.weight, reference.conv1.weight) and model.head.out_features == 3
+    assert (torch.equal(model.features.net.conv1.weight, reference.conv1.weight)
+            and model.head.out_features == 3)
     assert mean == (0.485, 0.456, 0.406)
     assert build_model("resnet18", 3, weights_file=tv_file)[0].head.in_features == 512
     wrong = tmp_path / "mobilenet.pth"

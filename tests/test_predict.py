@@ -19,14 +19,16 @@ def test_tta_views_are_batched_and_view_zero_is_the_plain_prediction():
     views = tta_views("heavy")
     assert [name for name, _ in views][:3] == ["plain", "hflip", "zoom"] and len(views) == 8
     assert [name for name, _ in tta_views("light")] == ["plain", "hflip"] and len(tta_views("none")) == 1
-    assert all(fn(image).ndim == 3 for _, fn in views) and views[1][1](image)[0, 0].tolist() == image[0, -1].tolist()
+    assert (all(fn(image).ndim == 3 for _, fn in views)
+            and views[1][1](image)[0, 0].tolist() == image[0, -1].tolist())
     transform = build_transform("none", 32)
     stacked = torch.stack([torch.stack([transform(image=np.ascontiguousarray(fn(image)))["image"]
                                         for _, fn in views])] * 3)
     probs, embeddings = view_probs(model, stacked, (0.5,) * 3, (0.5,) * 3)
     assert probs.shape == (8, 3, 4) and embeddings.shape == (3, model.head.in_features)
     assert torch.allclose(probs.sum(-1), torch.ones(8, 3))
-    assert torch.allclose(probs[0], model(model_input(stacked[:, 0], torch.device("cpu"), (0.5,) * 3, (0.5,) * 3)).softmax(1), atol=1e-5)
+    assert torch.allclose(probs[0], model(model_input(stacked[:, 0], torch.device("cpu"), (0.5,) * 3,
+                                                      (0.5,) * 3)).softmax(1), atol=1e-5)
     assert not torch.allclose(probs[0], probs[1])  # a flipped view is a different input
     assert views[2][1](image).shape == (36, 27, 3)  # the zoom: a 90% window
     assert {"vflip", "hvflip"} <= {name for name, _ in tta_views("light", vflip=True)}
@@ -34,7 +36,8 @@ def test_tta_views_are_batched_and_view_zero_is_the_plain_prediction():
 
 def test_views_are_kept_only_where_they_help_on_validation():
     targets = torch.tensor([0, 1, 0, 1, 0, 1])
-    unsure = torch.tensor([[0.45, 0.55], [0.4, 0.6], [0.6, 0.4], [0.55, 0.45], [0.7, 0.3], [0.3, 0.7]])  # 4 of 6
+    unsure = torch.tensor([[0.45, 0.55], [0.4, 0.6], [0.6, 0.4], [0.55, 0.45], [0.7, 0.3],
+                           [0.3, 0.7]])  # 4 of 6
     sure = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.8, 0.2], [0.3, 0.7], [0.8, 0.2], [0.2, 0.8]])  # 6 of 6
     wrong = 1 - sure  # every answer flipped: averaged in, it costs accuracy
     kept, plain_acc, tta_acc = predict.choose_views(torch.stack([unsure, wrong, sure]), targets)
@@ -60,7 +63,8 @@ def test_submission_follows_sample_submission(trained_run, monkeypatch):
     assert (run_dir / "test_confusion_matrix.png").is_file()
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     assert metrics["images"] == 9 and set(metrics["recall_tta"]) == {"red", "green", "blue"}
-    assert metrics["tta_view_names"][0] == "plain" and metrics["tta_views"] == len(metrics["tta_view_names"]) <= 4
+    assert (metrics["tta_view_names"][0] == "plain"
+            and metrics["tta_views"] == len(metrics["tta_view_names"]) <= 4)
     assert 0 <= metrics["acc_tta_public"] <= 1 and 0 <= metrics["macro_f1"] <= 1
     with open(run_dir / "test_predictions.csv") as f:
         preds = list(csv.DictReader(f))
@@ -73,7 +77,8 @@ def test_out_keeps_the_run_folder_untouched(trained_run, monkeypatch):
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     predict.main(["--run", str(run_dir), "--workers", "0", "--out", "elsewhere"])
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
-    assert {"submission.csv", "test_report.md", "test_metrics.json"} <= {p.name for p in (work / "elsewhere").iterdir()}
+    assert ({"submission.csv", "test_report.md", "test_metrics.json"}
+            <= {p.name for p in (work / "elsewhere").iterdir()})
 
 
 def test_latest_run_is_the_default(trained_run, monkeypatch, capsys):
@@ -133,8 +138,8 @@ def test_images_anywhere_get_a_top_k_csv(trained_run, tmp_path):
     for path in list((data / "test").iterdir())[:4]:
         (loose / path.name).write_bytes(path.read_bytes())
     (loose / "notes.txt").write_text("not an image")
-    predict.main(["--run", str(run_dir), "--images", str(loose), "--top-k", "2", "--tta", "2", "--workers", "0",
-                  "--out", str(tmp_path / "out")])
+    predict.main(["--run", str(run_dir), "--images", str(loose), "--top-k", "2", "--tta", "2",
+                  "--workers", "0", "--out", str(tmp_path / "out")])
     with open(tmp_path / "out" / "images_predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and list(rows[0]) == ["file", "class_1", "prob_1", "class_2", "prob_2"]
@@ -151,7 +156,8 @@ def test_a_checkpoint_of_the_old_layout_predicts_the_same(trained_run, tmp_path)
     old = {key: value for key, value in ckpt.items() if key != "inference"}
     old.update(mean=section["mean"], std=section["std"])
     old_dir = tmp_path / "old"
-    shutil.copytree(run_dir, old_dir)  # split.csv too: the test-time views are chosen on its validation images
+    # split.csv too: the test-time views are chosen on its validation images
+    shutil.copytree(run_dir, old_dir)
     torch.save(old, old_dir / "best.pt")
     for folder in (run_dir, old_dir):
         predict.main(["--run", str(folder), "--data", str(data), "--tta", "4", "--workers", "0",

@@ -29,7 +29,8 @@ def scored(trained_run, tmp_path, monkeypatch):
 
     def run_predict(*extra):
         out = tmp_path / "out"
-        predict.main(["--run", str(run_dir), "--data", str(comp), "--workers", "0", "--out", str(out), *extra])
+        predict.main(["--run", str(run_dir), "--data", str(comp), "--workers", "0", "--out", str(out),
+                      *extra])
         with open(out / "submission.csv", newline="") as f:
             return list(csv.reader(f))
     return comp, run_predict
@@ -45,7 +46,8 @@ def test_ids_with_commas_survive_the_submission(scored):
     (comp / "test" / f"{first}.jpg").rename(comp / "test" / "a,b.jpg")
     text = (comp / "sample_submission.csv").read_text().replace(f"\n{first},", '\n"a,b",', 1)
     (comp / "sample_submission.csv").write_text(text)
-    (comp / "solution.csv").write_text((comp / "solution.csv").read_text().replace(f"\n{first},", '\n"a,b",', 1))
+    (comp / "solution.csv").write_text(
+        (comp / "solution.csv").read_text().replace(f"\n{first},", '\n"a,b",', 1))
     rows = run_predict()
     assert ["a,b"] == [r[0] for r in rows if r[0] == "a,b"] and all(len(r) == 2 for r in rows)
 
@@ -81,7 +83,8 @@ def test_solution_with_bom_other_headers_and_a_blank_usage(scored, capsys):
     rows = list(csv.reader((comp / "solution.csv").read_text().splitlines()))
     rows[0] = ["Id", "Expected", "Usage"]
     rows[1][2] = ""
-    (comp / "solution.csv").write_text("\ufeff" + "\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    (comp / "solution.csv").write_text("\ufeff" + "\n".join(",".join(r) for r in rows) + "\n",
+                                       encoding="utf-8")
     run_predict()
     out = capsys.readouterr().out
     assert "| all | 9 |" in out and "| Public |" in out and "have no Usage" in out
@@ -130,7 +133,8 @@ def test_train_csv_typos_empty_labels_and_conflicts(tmp_path):
     with pytest.warns(UserWarning) as record:
         ds = data.read_dataset(flat)
     assert ds["classes"] == ["car", "truck"] and len(ds["train"].paths) == 3
-    assert any("empty label" in str(w.message) for w in record) and any("repeated" in str(w.message) for w in record)
+    assert (any("empty label" in str(w.message) for w in record)
+            and any("repeated" in str(w.message) for w in record))
 
 
 def test_folder_layout_mistakes(tmp_path):
@@ -208,7 +212,8 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_a_class_folder_so_named_ref
 def test_ctrl_c_names_the_folder_to_resume(competition, tmp_path):
     command = [sys.executable, str(ROOT / "train.py"), "--data", str(competition), "--epochs", "2000",
                "--img-size", "16", "--workers", "0", "--name", "stopped"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     deadline = time.time() + 240
     while not (tmp_path / "runs" / "stopped" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.5)

@@ -12,8 +12,10 @@ def summary(acc, acc_tta, kept_val_acc=0.9):
 
 
 def test_task_report_from_records_alone(tmp_path):
-    record = {f"pretrained-flips-s{s}": {"summary": summary(0.90 + 0.001 * s, 0.91 + 0.001 * s)} for s in range(3)}
-    record |= {f"pretrained-heavy-s{s}": {"summary": summary(0.95 + 0.001 * s, 0.95 + 0.001 * s)} for s in range(3)}
+    record = {f"pretrained-flips-s{s}": {"summary": summary(0.90 + 0.001 * s, 0.91 + 0.001 * s)}
+              for s in range(3)}
+    record |= {f"pretrained-heavy-s{s}": {"summary": summary(0.95 + 0.001 * s, 0.95 + 0.001 * s)}
+               for s in range(3)}
     record |= {"scratch-heavy-s0": {"summary": summary(0.80, 0.81)}}
     (tmp_path / f"{report.MAIN_GRID}.json").write_text(json.dumps(record))
     out, headlines = report.write_task_report(tmp_path)
@@ -27,9 +29,12 @@ def test_task_report_from_records_alone(tmp_path):
     assert "| scratch-flips | 0/3 | pending |" in text
     assert "heavy 0.9510 against flips 0.9010 (+5.00 points, beyond seed noise" in text  # with transfer
     assert "heavy against flips: pending" in text  # from scratch: no flips run yet
-    assert "python eda.py" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]  # no eda.json
-    assert [anchor for _, anchor, _ in headlines][2] == "3-training-scratch-against-transfer-flips-against-heavy-tta-upscaling"
-    assert headlines[2][2].startswith("heavy against flips: scratch pending, pretrained +5.00 points (3 and 3 seeds)")
+    # no eda.json
+    assert "python eda.py" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]
+    assert ([anchor for _, anchor, _ in headlines][2]
+            == "3-training-scratch-against-transfer-flips-against-heavy-tta-upscaling")
+    assert headlines[2][2].startswith("heavy against flips: scratch pending, pretrained +5.00 points "
+                                      "(3 and 3 seeds)")
     assert "| `--aug flips` | Resize, HorizontalFlip, VerticalFlip | plain, hflip, vflip, hvflip |" in text
 
 

@@ -93,7 +93,8 @@ def one_error_line(result):
     return errors[0]
 
 
-@pytest.mark.parametrize("label", ["../../../escaped", "/tmp/escaped-absolute", "a/../../escaped", "..", "bad\x01"])
+@pytest.mark.parametrize("label", ["../../../escaped", "/tmp/escaped-absolute", "a/../../escaped", "..",
+                                   "bad\x01"])
 def test_hostile_class_labels_write_nothing_outside_the_output_folder(tmp_path, label):
     from superres import ESPCN
     data = hostile_competition(tmp_path / "work" / "comp", label)
@@ -101,7 +102,8 @@ def test_hostile_class_labels_write_nothing_outside_the_output_folder(tmp_path, 
     torch.save({"model": ESPCN(2, 8).state_dict(), "scale": 2, "width": 8}, espcn)
     before = sorted(tmp_path.rglob("*"))
     for script, *args in [("data.py", "split", "--data", data, "--out", tmp_path / "work" / "out" / "split"),
-                          ("superres.py", "upscale", "--model", espcn, "--data", data, "--out", tmp_path / "work" / "up")]:
+                          ("superres.py", "upscale", "--model", espcn, "--data", data,
+                           "--out", tmp_path / "work" / "up")]:
         assert "cannot be a folder name" in one_error_line(run(tmp_path / "work", script, *args))
     assert sorted(tmp_path.rglob("*")) == before  # not a file or folder more, inside the tree or out of it
     assert not (tmp_path.parent / "escaped").exists() and not Path("/tmp/escaped-absolute").exists()
@@ -109,7 +111,8 @@ def test_hostile_class_labels_write_nothing_outside_the_output_folder(tmp_path, 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/x-run", "a/../../x", "ok/.."])
 def test_a_run_name_stays_under_runs(competition, tmp_path, name):
-    result = run(tmp_path, "train.py", "--data", competition, "--name", name, "--epochs", "1", "--workers", "0")
+    result = run(tmp_path, "train.py", "--data", competition, "--name", name, "--epochs", "1",
+                 "--workers", "0")
     assert "run name" in one_error_line(result)
     assert not (tmp_path.parent / "x").exists() and not Path("/tmp/x-run").exists()
 
@@ -128,9 +131,10 @@ def test_classes_in_a_gan_checkpoint_are_not_paths(tmp_path):
 
 
 @pytest.mark.parametrize("option", ["--img-size 0", "--img-size -5", "--img-size 7", "--img-size 100000",
-                                    "--epochs 0", "--epochs -1", "--batch-size 0", "--lr -1", "--lr nan", "--lr inf",
-                                    "--workers -1", "--accum 0", "--label-smoothing 2", "--drop 2", "--ema -1",
-                                    "--ema 1.5", "--width 0", "--val-fraction 1", "--train-fraction 0"])
+                                    "--epochs 0", "--epochs -1", "--batch-size 0", "--lr -1", "--lr nan",
+                                    "--lr inf", "--workers -1", "--accum 0", "--label-smoothing 2",
+                                    "--drop 2", "--ema -1", "--ema 1.5", "--width 0", "--val-fraction 1",
+                                    "--train-fraction 0"])
 def test_an_out_of_range_option_is_one_argparse_error(option, capsys):
     import train
     with pytest.raises(SystemExit) as stop:
@@ -139,7 +143,7 @@ def test_an_out_of_range_option_is_one_argparse_error(option, capsys):
 
 
 def test_a_diverging_loss_stops_the_run_and_no_nan_model_is_best(competition, tmp_path):
-    result = run(tmp_path, "train.py", "--data", competition, "--lr", "1e30", "--epochs", "2", "--img-size", "32",
-                 "--workers", "0", "--name", "diverged")
+    result = run(tmp_path, "train.py", "--data", competition, "--lr", "1e30", "--epochs", "2",
+                 "--img-size", "32", "--workers", "0", "--name", "diverged")
     assert "training diverged" in one_error_line(result) and "epoch 1" in result.stderr
     assert not (tmp_path / "runs" / "diverged" / "best.pt").exists()

@@ -47,16 +47,19 @@ def test_training_writes_model_and_held_out_psnr(espcn_run):
 def test_upscale_writes_a_folder_train_py_can_read(espcn_run, monkeypatch):
     work, data, run_dir = espcn_run
     monkeypatch.chdir(work)
-    out = superres.main(["upscale", "--model", str(run_dir / "espcn.pt"), "--data", str(data), "--out", "big"])
+    out = superres.main(["upscale", "--model", str(run_dir / "espcn.pt"), "--data", str(data),
+                         "--out", "big"])
     assert sorted(p.name for p in (work / out / "train").iterdir()) == sorted(CLASSES)
     for name in CLASSES:
-        assert len(list((work / out / "train" / name).iterdir())) == len(list((data / "train" / name).iterdir()))
+        assert (len(list((work / out / "train" / name).iterdir()))
+                == len(list((data / "train" / name).iterdir())))
     assert len(list((work / out / "test").iterdir())) == 9
     with Image.open(next((work / out / "test").iterdir())) as im:
         assert im.size == (64, 64)
     assert (work / out / "solution.csv").read_text() == (data / "solution.csv").read_text()
     ds = read_dataset(work / out)
-    assert ds["classes"] == sorted(CLASSES) and len(ds["train"].paths) == 48 and ds["sample_submission"] is not None
+    assert (ds["classes"] == sorted(CLASSES) and len(ds["train"].paths) == 48
+            and ds["sample_submission"] is not None)
     with pytest.raises(UserError, match="exists"):
         superres.main(["upscale", "--model", str(run_dir / "espcn.pt"), "--data", str(data), "--out", "big"])
     with pytest.raises(UserError, match="model not found"):

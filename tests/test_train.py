@@ -23,7 +23,8 @@ def settings(*argv):
 
 
 def tiny_args(data, *extra):
-    return ["--data", str(data), "--img-size", "32", "--batch-size", "8", "--workers", "0", "--block", "4", *extra]
+    return ["--data", str(data), "--img-size", "32", "--batch-size", "8", "--workers", "0", "--block", "4",
+            *extra]
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -48,7 +49,8 @@ def test_schedule_rises_linearly_to_peak_at_end_of_warmup_then_anneals():
 
 
 def test_every_schedule_warms_up_then_follows_its_shape():
-    cosine, step, plateau = (train.LRSchedule(kind, 10, 110, patience=2) for kind in ("cosine", "step", "plateau"))
+    cosine, step, plateau = (train.LRSchedule(kind, 10, 110, patience=2)
+                             for kind in ("cosine", "step", "plateau"))
     assert [f(4) for f in (cosine, step, plateau)] == [0.5] * 3
     assert cosine(109) < 1e-3 and step(59) == 1 and step(60) == 0.1 and step(85) == pytest.approx(0.01)
     assert [plateau.epoch_end(bad) for bad in (0, 1, 2, 3, 4)] == [False, False, True, False, True]
@@ -61,7 +63,8 @@ def test_every_schedule_warms_up_then_follows_its_shape():
 def test_early_stopping_waits_until_the_learning_rate_has_annealed():
     """A stalled metric ends a run only once the learning rate is down to a tenth of its peak."""
     model = torch.nn.Linear(2, 2)
-    for kind, first_allowed in (("onecycle", 9), ("cosine", 9), ("step", 6)):  # 10 epochs of 10 steps, 1 warmup
+    # 10 epochs of 10 steps, 1 warmup
+    for kind, first_allowed in (("onecycle", 9), ("cosine", 9), ("step", 6)):
         args = settings("--schedule", kind, "--epochs", "10", "--warmup-epochs", "1", "--lr", "0.1")
         optimizer, scheduler = train.make_optimizer(args, model, steps_per_epoch=10)
         allowed = []
@@ -77,7 +80,8 @@ def test_focal_switches_on_when_the_metric_stalls(tmp_path, competition, monkeyp
     monkeypatch.chdir(tmp_path)
     # a learning rate of zero never improves: stalled for 2 epochs after epoch 3, focal from epoch 4
     run_dir = train.main(tiny_args(competition, "--epochs", "5", "--lr", "0", "--monitor", "val_loss",
-                                   "--switch-to-focal-on-plateau", "2", "--schedule", "plateau", "--name", "stall"))
+                                   "--switch-to-focal-on-plateau", "2", "--schedule", "plateau",
+                                   "--name", "stall"))
     assert [r["loss_fn"] for r in read_log(tmp_path / run_dir)] == ["ce", "ce", "ce", "focal", "focal"]
 
 
@@ -100,7 +104,8 @@ def derived(argv, short_side, images):
     from data import Split
     split = Split([f"{i}.jpg" for i in range(images)], ["a"] * images, sizes=np.full((images, 2), short_side))
     args, sources = train.resolve_settings(train.parse_args(argv), train=split)
-    why = {key: why for key, why in sources.items() if key in ("img_size", "batch_size", "epochs")}  # from the data
+    # from the data
+    why = {key: why for key, why in sources.items() if key in ("img_size", "batch_size", "epochs")}
     return (args.arch, args.img_size, args.batch_size, args.epochs, args.optimizer), why
 
 
@@ -118,7 +123,8 @@ def test_defaults_follow_the_model_kind_and_the_data():
     (_, _, batch, epochs, _), why = derived(["--pretrained"], 224, 400)
     assert (batch, epochs) == (16, 12) and set(why) == {"img_size", "batch_size", "epochs"}
     # what the user gives is kept, and not reported as derived
-    (_, size, batch, epochs, _), why = derived(["--img-size", "96", "--batch-size", "8", "--epochs", "2"], 100, 3300)
+    (_, size, batch, epochs, _), why = derived(["--img-size", "96", "--batch-size", "8", "--epochs", "2"],
+                                               100, 3300)
     assert (size, batch, epochs, why) == (96, 8, 2, {})
 
 
@@ -126,7 +132,8 @@ def test_loader_workers_default_follows_the_device_and_the_model(monkeypatch):
     from utils import loader_workers
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert loader_workers(None, cpu, "smallcnn") == 0  # loading in the main process: both cores stay the model's
+    # loading in the main process: both cores stay the model's
+    assert loader_workers(None, cpu, "smallcnn") == 0
     assert loader_workers(None, cpu, "efficientnet_lite0") == 1
     assert loader_workers(None, gpu, "smallcnn") == 1
     assert loader_workers(3, cpu, "smallcnn") == 3  # --workers is kept
@@ -142,7 +149,8 @@ def test_run_folder_has_config_log_curves_and_checkpoints(trained_run):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert {"lr", "train_loss", "val_loss", "val_acc", "val_f1", "seconds"} <= set(rows[0])
     environment = json.loads((run_dir / "config.json").read_text())["environment"]
-    assert environment["torch"] == torch.__version__ and environment["cpu_capability"]  # what explains a run's speed
+    # what explains a run's speed
+    assert environment["torch"] == torch.__version__ and environment["cpu_capability"]
     assert set(environment["cpu_flags"]) <= set(SPEED_FLAGS)
 
 
@@ -186,8 +194,8 @@ def test_resume_refuses_a_wrong_file(tmp_path):
 
 def test_freeze_epochs_train_only_the_head(tmp_path, competition, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--freeze-epochs", "1", "--name", "frozen",
-                                              "--ema", "0"))
+    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--freeze-epochs", "1",
+                                              "--name", "frozen", "--ema", "0"))
     state = torch.load(run_dir / "last.pt", weights_only=False)
     from models import build_model
     torch.manual_seed(0)
@@ -199,11 +207,13 @@ def test_freeze_epochs_train_only_the_head(tmp_path, competition, monkeypatch):
 
 def test_width_is_kept_for_prediction(tmp_path, competition, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--width", "8", "--name", "narrow"))
+    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--width", "8",
+                                              "--name", "narrow"))
     from models import load_run
     model, _ = load_run(run_dir)
     assert model.head.in_features == 64
-    tuned = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--init", str(run_dir), "--name", "tuned"))
+    tuned = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--init", str(run_dir),
+                                            "--name", "tuned"))
     assert load_run(tuned)[0].head.in_features == 64  # fine-tuning keeps the run's width
 
 
@@ -227,8 +237,8 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path, competition)
         time.sleep(0.01)
     os.kill(victim.pid, signal.SIGKILL)  # somewhere in epoch 3
     victim.wait()
-    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", "runs/killed", "--workers", "0"],
-                             cwd=tmp_path, capture_output=True, text=True)
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", "runs/killed",
+                              "--workers", "0"], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     whole, killed = read_log(tmp_path / "runs/whole"), read_log(tmp_path / "runs/killed")
     assert [r["epoch"] for r in killed] == ["1", "2", "3", "4"]
@@ -251,10 +261,12 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path, competition,
     with pytest.raises(UserError, match="in use by another training process"):
         train.main(["--resume", str(run_dir), "--workers", "0"])
     held.close()
-    assert train.main(["--resume", str(run_dir), "--workers", "0"]) == run_dir  # free again: resumes (nothing left)
+    # free again: resumes (nothing left)
+    assert train.main(["--resume", str(run_dir), "--workers", "0"]) == run_dir
 
 
-def test_same_name_twice_gets_two_folders_and_an_unwritable_runs_is_one_line(tmp_path, competition, monkeypatch):
+def test_same_name_twice_gets_two_folders_and_an_unwritable_runs_is_one_line(tmp_path, competition,
+                                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)
     first = train.main(tiny_args(competition, "--epochs", "1", "--name", "twin"))
     second = train.main(tiny_args(competition, "--epochs", "1", "--name", "twin"))
@@ -277,8 +289,8 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(tmp_path):
     comp = make_competition(tmp_path / "comp", per_class=40)
     common = ["--data", str(comp), "--img-size", "32", "--workers", "0", "--block", "4", "--drop", "0",
               "--aug", "none", "--epochs", "3"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                str(ROOT / "train.py")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", "29517", str(ROOT / "train.py")]
 
     def launch(command):
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -291,8 +303,8 @@ def test_torchrun_two_processes_match_one_with_the_same_global_batch(tmp_path):
     for a, b in zip(one, two):
         assert math.isclose(float(a["train_loss"]), float(b["train_loss"]), rel_tol=0.25)
         assert float(a["lr"]) == pytest.approx(float(b["lr"]))  # the same number of optimizer steps
-    predicted = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--run", "runs/two", "--workers", "0"],
-                               cwd=tmp_path, capture_output=True, text=True)
+    predicted = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--run", "runs/two",
+                                "--workers", "0"], cwd=tmp_path, capture_output=True, text=True)
     assert predicted.returncode == 0 and "| all |" in predicted.stdout
     import os
     import signal
@@ -337,7 +349,8 @@ def test_a_saturated_validation_accuracy_still_follows_the_loss():
 def test_settings_are_resolved_once_and_frozen():
     resolved, sources = train.resolve_settings(train.parse_args(["--lr", "0.01"]))
     assert (resolved.arch, resolved.lr, resolved.optimizer) == ("smallcnn", 0.01, "sgd")
-    assert sources["optimizer"] == "smallcnn default" and "lr" not in sources  # what was given is not reported
+    # what was given is not reported
+    assert sources["optimizer"] == "smallcnn default" and "lr" not in sources
     with pytest.raises(AttributeError, match="fixed once resolved"):
         resolved.epochs = 3
 
