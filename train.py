@@ -15,14 +15,16 @@ The loop (main): mixed precision, AdamW or SGD, a learning rate stepped every ba
 warmup into OneCycle's cosine annealing (or --schedule), cross-entropy or focal loss (switching from
 CE to focal at an epoch or when the metric stalls), label smoothing, mixup/cutmix, class balancing
 (balance.py), EMA of the weights, head-only epochs, early stopping, best.pt when the monitored metric
-improves and last.pt every epoch. Input size, batch size and epochs not given are derived from the
-data (derive_defaults) and printed. Validation uses val/ when the folder has one, else a stratified
-15% of train/ that keeps near-duplicates on one side (data.holdout_split); synthetic and
-pseudo-labeled images only ever join the training set.
+improves and last.pt every epoch. Settings are made in one place, resolve_settings: what the command
+line leaves out comes from the model kind (DEFAULTS) and the data (derive_defaults: input size, batch
+size, epochs), is printed with its source, and is read-only from then on. Validation uses val/ when the
+folder has one, else a stratified 15% of train/ that keeps near-duplicates on one side
+(data.holdout_split); synthetic and pseudo-labeled images only ever join the training set.
 
-Each run folder holds config.json (every setting, derived ones with their reason, package versions,
-git commit), split_counts.csv and split.csv (which images trained and validated), log.csv (a row per
-epoch), curves.png, best.pt and last.pt (weights and plain settings: read with weights_only=True).
+Each run folder holds config.json (every setting, where each one not given came from, package
+versions, git commit), split_counts.csv and split.csv (which images trained and validated), log.csv (a
+row per epoch), curves.png, best.pt and last.pt (weights_only=True files: the weights, the training
+state, and an `inference` section, all that predict.py needs, apart from train.py's options).
 """
 import argparse
 import contextlib

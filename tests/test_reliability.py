@@ -212,8 +212,10 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_a_class_folder_so_named_ref
 def test_ctrl_c_names_the_folder_to_resume(competition, tmp_path):
     command = [sys.executable, str(ROOT / "train.py"), "--data", str(competition), "--epochs", "2000",
                "--img-size", "16", "--workers", "0", "--name", "stopped"]
+    # SIGINT back to its default in the child: a shell's background job (CI under nohup, `cmd &`) starts with
+    # it ignored, and Python then never turns it into KeyboardInterrupt
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (tmp_path / "runs" / "stopped" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.5)
