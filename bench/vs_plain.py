@@ -1,6 +1,6 @@
 """The project's default commands against the plain scripts a user could write instead, side by side.
 
-For every dataset, one run after the other on this machine (never two at once):
+For every dataset, one process at a time on this machine (never two at once):
     pretrained  python ../shared/bench/plain_finetune.py D 160 6
                 against python train.py --pretrained --aug heavy --data D, then python predict.py --tta 8
     scratch     python ../shared/bench/plain_scratch.py D 64 10
@@ -8,21 +8,25 @@ For every dataset, one run after the other on this machine (never two at once):
 The reference's score is its last epoch's test accuracy; ours is predict.py's, with and without the
 test-time views. Times are wall-clock seconds of each training process, start-up included. With
 --seeds N both sides run N times, seeds 0..N-1 (ours with --seed S, the reference with its
-torch.manual_seed offset by S, the script itself unchanged), and the table shows mean ± std.
+torch.manual_seed offset by S, the script itself unchanged), interleaved: the reference first on even
+seeds, ours first on odd ones; the table shows mean ± std. Each side's accuracy after every epoch
+against its training seconds (the plain script's test accuracy, our validation accuracy) goes into a
+time-to-accuracy figure per set, reports/vs_plain/SET.png.
 
 Usage:
-    python bench/vs_plain.py                                  # every set below, both kinds
+    python bench/vs_plain.py                                   # every set below, both kinds
     python bench/vs_plain.py --sets trashnet6 --kinds pretrained
-    python bench/vs_plain.py --kinds scratch --reuse-reference  # ours again,
-                                                                  the references as measured before
+    python bench/vs_plain.py --kinds scratch --reuse-reference # ours again, the references as before
     python bench/vs_plain.py --sets utilityvehicles10 --kinds scratch --seeds 3
-    python bench/vs_plain.py --report                         # rewrite the report from the results so far
+    python bench/vs_plain.py --report                          # rewrite the report from the results
 
 Results accumulate in reports/vs_plain.json, a row per set, kind and seed (a rerun replaces its rows;
-run folders in runs/vs_plain/); the table goes to
-reports/vs_plain.md, and its main columns to the README (between its vs_plain markers).
+run folders in runs/vs_plain/); the table goes to reports/vs_plain.md, and its main columns to the
+README (between its vs_plain markers).
 """
 import argparse
+import csv
+import itertools
 import json
 import platform
 import re
@@ -36,6 +40,9 @@ from pathlib import Path
 from readme_table import replace_in_readme
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from utils import pyplot  # noqa: E402
+
 SHARED = ROOT.parent / "shared"
 SETS = {"vehicles6": SHARED / "data" / "vehicles6",
         "utilityvehicles10": SHARED / "data" / "utilityvehicles10",
@@ -49,6 +56,7 @@ SEEDED = ("import runpy, sys, torch; from pathlib import Path; manual_seed = tor
           "sys.path.insert(0, str(Path(sys.argv[0]).parent)); "
           "runpy.run_path(sys.argv[0], run_name='__main__')")
 REPORT = ROOT / "reports" / "vs_plain.md"
+PLOTS = ROOT / "reports" / "vs_plain"  # a time-to-accuracy figure per set
 RESULTS = ROOT / "reports" / "vs_plain.json"  # committed: the report is rebuilt from it
 
 
@@ -64,39 +72,107 @@ def timed(command, log):
 
 
 def compare(name, kind, seed=0, earlier=None):
-    """One row: the reference script, then ours, with one seed. earlier: this row's stored result, whose
-    reference figures are kept instead of running the reference again (--reuse-reference)."""
+    """One row: the reference script and ours with one seed, interleaved: the reference first on even
+    seeds and ours first on odd ones, so that a machine slowing down or speeding up over a session
+    weighs on both sides alike. earlier: this row's stored result, whose reference figures are kept
+    instead of running the reference again (--reuse-reference)."""
     data = SETS[name]
     if name == "digits" and not data.is_dir():  # the built-in set is written on first use
         subprocess.run([sys.executable, "-c", "import data; data.resolve_data_dir(None)"],
                        cwd=ROOT, check=True)
-    reference, ours = KINDS[kind]
     tag = f"{name}-{kind}" + (f"-s{seed}" if seed else "")
+    sides = [lambda: run_reference(data, kind, seed, tag, earlier), lambda: run_ours(data, kind, seed, tag)]
+    first, second = (sides if seed % 2 == 0 else sides[::-1])
+    row = {"set": name, "kind": kind, "seed": seed, "reference": " ".join(KINDS[kind][0]),
+           "order": "reference first" if seed % 2 == 0 else "ours first"}
+    row.update(first())
+    row.update(second())
+    return row
+
+
+def run_reference(data, kind, seed, tag, earlier=None):
+    """The plain script: its wall seconds, last epoch's test accuracy and its curve (reference_curve)."""
+    if earlier:
+        return {key: earlier.get(key) for key in ("reference_acc", "reference_seconds", "reference_when",
+                                                  "reference_curve")}
+    when = time.strftime("%Y-%m-%d %H:%M")
+    reference = KINDS[kind][0]
+    script = [str(SHARED / "bench" / reference[0]), str(data), *reference[1:]]
+    seconds, out = timed([sys.executable, *(["-c", SEEDED.format(seed=seed)] if seed else []), *script],
+                         OUT / f"{tag}-reference.log")
+    curve = reference_curve(out)
+    return {"reference_acc": curve[-1][1], "reference_seconds": round(seconds), "reference_when": when,
+            "reference_curve": curve}
+
+
+def run_ours(data, kind, seed, tag):
+    """train.py then predict.py --tta 8: wall seconds of each, test accuracy without and with the views,
+    and the training curve (our_curve)."""
     run = OUT / tag
     shutil.rmtree(run, ignore_errors=True)  # train.py would otherwise pick a new name beside it
-    if earlier:
-        ref_seconds, ref_acc, ref_when = (earlier["reference_seconds"], earlier["reference_acc"],
-                                          earlier["reference_when"])
-    else:
-        ref_when = time.strftime("%Y-%m-%d %H:%M")
-        script = [str(SHARED / "bench" / reference[0]), str(data), *reference[1:]]
-        ref_seconds, out = timed([sys.executable, *(["-c", SEEDED.format(seed=seed)] if seed else []),
-                                  *script], OUT / f"{tag}-reference.log")
-        ref_acc = float(re.findall(r"test accuracy ([\d.]+)", out)[-1])
-    train_seconds, _ = timed([sys.executable, "train.py", "--data", data, "--name", f"vs_plain/{tag}", *ours,
-                              *(["--seed", str(seed)] if seed else [])], OUT / f"{tag}-train.log")
+    when = time.strftime("%Y-%m-%d %H:%M")
+    train_seconds, _ = timed([sys.executable, "train.py", "--data", data, "--name", f"vs_plain/{tag}",
+                              *KINDS[kind][1], *(["--seed", str(seed)] if seed else [])],
+                             OUT / f"{tag}-train.log")
     predict_seconds, _ = timed([sys.executable, "predict.py", "--run", run, "--tta", "8"],
                                OUT / f"{tag}-predict.log")
     metrics = json.loads((run / "test_metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())["args"]
-    return {"set": name, "kind": kind, "seed": seed, "reference": " ".join(reference),
-            "reference_acc": ref_acc, "reference_seconds": round(ref_seconds), "reference_when": ref_when,
-            "acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "tta_views": metrics["tta_view_names"],
+    return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "tta_views": metrics["tta_view_names"],
             "train_seconds": round(train_seconds), "predict_seconds": round(predict_seconds),
+            "curve": our_curve(run / "log.csv"),
             "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
                       f"batch {config['batch_size']}",
-            "machine": f"{platform.machine()}, {config.get('workers')} loader worker(s)",
-            "when": time.strftime("%Y-%m-%d %H:%M")}
+            "machine": f"{platform.machine()}, {config.get('workers')} loader worker(s)", "when": when}
+
+
+def reference_curve(output):
+    """[(seconds, test accuracy)] after each epoch, from the plain script's lines
+    'epoch N: test accuracy X, T s' (T counts from its first epoch: start-up and data loading excluded)."""
+    return [[float(seconds), float(acc)] for acc, seconds in
+            re.findall(r"test accuracy ([\d.]+), (\d+) s", output)]
+
+
+def our_curve(log_csv):
+    """[(seconds, validation accuracy)] after each epoch of our run, from its log.csv: the epochs' own
+    seconds summed (start-up and the image cache excluded, as in reference_curve). Validation stands in
+    for the test set, which only predict.py sees."""
+    with open(log_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    elapsed = itertools.accumulate(float(r["seconds"]) for r in rows)
+    return [[round(seconds, 1), float(r["val_acc"])] for seconds, r in zip(elapsed, rows)]
+
+
+def plot_time_to_accuracy(results, name):
+    """reports/vs_plain/NAME.png: accuracy against training seconds, a panel per kind, every seed's
+    curve of the plain script (test accuracy) and of ours (validation accuracy, and the test accuracy
+    predict.py measured at the end of training). None when no row of the set has curves."""
+    rows = [r for r in results if r["set"] == name and r.get("curve") and r.get("reference_curve")]
+    if not rows:
+        return None
+    kinds = sorted({r["kind"] for r in rows})
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for r in (r for r in rows if r["kind"] == kind):
+            for curve, colour, label in ((r["reference_curve"], "tab:orange", "plain script, test"),
+                                         (r["curve"], "tab:blue", "ours, validation")):
+                ax.plot(*zip(*curve), color=colour, marker=".", alpha=0.8,
+                        label=label if r["seed"] == 0 else None)
+            ax.scatter([r["curve"][-1][0]], [r["acc_tta"]], color="tab:blue", marker="*", s=120, zorder=3,
+                       label="ours, test (predict.py --tta 8)" if r["seed"] == 0 else None)
+        ax.set(title=f"{name}, {kind}", xlabel="training seconds (epochs only)", ylabel="accuracy")
+        late = [acc for r in rows for curve in (r["curve"], r["reference_curve"])
+                for _, acc in curve[len(curve) // 3:]]  # the last two thirds: where the sides differ
+        ax.set_ylim(max(0.0, min(late) - 0.05), 1.0)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    path = PLOTS / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def by_row(results):
@@ -115,6 +191,22 @@ def mean_std(runs, key, digits=4):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def time_to_reference(runs):
+    """Over the seeds with curves: the seconds our validation accuracy took to first reach the plain
+    script's final test accuracy, over the plain script's seconds for all its epochs; '-' without curves,
+    'not reached' when some seed never got there."""
+    ratios = []
+    for r in (r for r in runs if r.get("curve") and r.get("reference_curve")):
+        reached = [seconds for seconds, acc in r["curve"] if acc >= r["reference_acc"]]
+        ratios.append(reached[0] / r["reference_curve"][-1][0] if reached else None)
+    if not ratios:
+        return "-"
+    if None in ratios:
+        return f"not reached ({ratios.count(None)} of {len(ratios)} seeds)"
+    spread = f" ± {statistics.stdev(ratios):.2f}" if len(ratios) > 1 else ""
+    return f"{statistics.mean(ratios):.2f}{spread}"
+
+
 def time_ratio(runs):
     return sum(r["train_seconds"] for r in runs) / sum(r["reference_seconds"] for r in runs)
 
@@ -125,17 +217,24 @@ def write_report(results):
              "one process at a time on the same machine; seconds are wall-clock training time, "
              "start-up included. Reference accuracy: its last epoch on the test set; ours: `predict.py` "
              "without and with `--tta 8` (the views validation kept are listed). Rows over several seeds "
-             "show mean ± sample std, and their seconds are means.", "",
+             "show mean ± sample std, and their seconds are means. The two sides alternate: the reference "
+             "first on even seeds, ours first on odd ones. *Time to its accuracy*: the training seconds "
+             "(epochs only) our validation accuracy took to first reach the plain script's final test "
+             "accuracy, over the plain script's own (a proxy: validation is not the test set).", "",
              "| set | kind | seeds | reference acc | ours acc | ours acc, TTA | reference s | ours s | "
-             "time ratio | our recipe | TTA views kept |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "time ratio | time to its accuracy | our recipe | TTA views kept |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for runs in by_row(results):
         first = runs[0]
         views = sorted({", ".join(r["tta_views"]) for r in runs})
         lines.append(f"| {first['set']} | {first['kind']} | {len(runs)} | "
                      f"{mean_std(runs, 'reference_acc')} | {mean_std(runs, 'acc')} | "
                      f"{mean_std(runs, 'acc_tta')} | {mean_std(runs, 'reference_seconds', 0)} | "
-                     f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | {first['recipe']} | "
-                     f"{'; '.join(views)} |")
+                     f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | "
+                     f"{time_to_reference(runs)} | {first['recipe']} | {'; '.join(views)} |")
+    figures = [(name, plot_time_to_accuracy(results, name)) for name in sorted({r["set"] for r in results})]
+    lines += [f"\n![{name}: accuracy against training seconds]({path.relative_to(REPORT.parent)})"
+              for name, path in figures if path]
     lines += ["", f"Machine: {platform.processor() or platform.machine()}. When each ran (reference, ours): "
               + "; ".join(f"{r['set']} {r['kind']} seed {r.get('seed', 0)} {r['reference_when']}, {r['when']}"
                           for r in results) + "."]
