@@ -5,10 +5,11 @@ Usage:
     python report.py --reports DIR      # from the records in another folder (task.md is written there)
 
 The task's steps in its order: the data, the augmentation and the loader, training (scratch against
-transfer, flips against heavy, with and without TTA, upscaling; schedules and loss switching), the
-conditional generator, the leaderboard and the submission model's errors. Each section has the
-question, the commands that answer it, a table from the records (reports/GRID.json, which
-experiments.py rewrites after every row; reports/leaderboard-NAME.json; reports/eda-NAME/eda.json),
+transfer, flips against heavy, with and without TTA, upscaling; schedules and loss switching), class
+balancing, error analysis and fine-tuning on hard examples, the conditional generator, the leaderboard
+and the submission. Each section has the question, the commands that answer it, a table from the
+records (reports/GRID.json, which experiments.py rewrites after every row; the first table of
+reports/GRID.md for grids older than those records; reports/leaderboard-NAME.json; eda.json),
 a figure, and an answer computed from the table. A difference between two rows is called one only
 where it exceeds twice its standard error over seeds; with one seed the answer says so. A record not
 made yet leaves its rows "pending" beside the command that makes them.
@@ -63,19 +64,53 @@ def seeds_cell(runs, wanted=3):
     return f"{len(runs)}/{wanted}"
 
 
+def summary(values):
+    """(mean, sample std, seeds) of a row's values over seeds; a report's table cell gives it as is."""
+    if isinstance(values, tuple):
+        return values
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
 def compare(a, b, name_a, name_b):
-    """One clause: the means of two rows' values over seeds, their difference in points, and whether it
-    exceeds twice its standard error (seed noise)."""
+    """One clause: the means of two rows' values over seeds (lists, or summary's tuples), their difference
+    in points, and whether it exceeds twice its standard error (seed noise)."""
     if not a or not b:
         return f"{name_a} against {name_b}: pending"
-    diff = 100 * (np.mean(a) - np.mean(b))
-    said = f"{name_a} {np.mean(a):.4f} against {name_b} {np.mean(b):.4f} ({diff:+.2f} points"
-    if min(len(a), len(b)) < 2:
-        return said + f"; {len(a)} and {len(b)} seeds: no spread yet)"
-    error = 100 * math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    (mean_a, std_a, n_a), (mean_b, std_b, n_b) = summary(a), summary(b)
+    diff = 100 * (mean_a - mean_b)
+    said = f"{name_a} {mean_a:.4f} against {name_b} {mean_b:.4f} ({diff:+.2f} points"
+    if min(n_a, n_b) < 2:
+        return said + f"; {n_a} and {n_b} seeds: no spread yet)"
+    error = 100 * math.sqrt(std_a**2 / n_a + std_b**2 / n_b)
     verdict = "beyond" if abs(diff) > 2 * error else "within"
     return said + (f", {verdict} seed noise: twice its standard error is {2 * error:.2f}; "
-                   f"{len(a)} and {len(b)} seeds)")
+                   f"{n_a} and {n_b} seeds)")
+
+
+def report_table(path, column):
+    """{row label: (mean, std, seeds)} of one column of the first table of a grid's report: for the
+    grids whose per-run records predate reports/GRID.json (balancing, errorloop)."""
+    text = path.read_text() if path.is_file() else ""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    if not lines:
+        return {}
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[1:]:
+        cells = dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
+        if len(cells) != len(header) or column not in cells or cells["row"] in rows:
+            break  # the first table only
+        mean, _, std = cells[column].partition(" ± ")
+        rows[cells["row"]] = float(mean), float(std or 0), int(cells["seeds done"].split("/")[0])
+    return rows
+
+
+def against(rows, reference):
+    """A table's cells: each row's macro-F1 and how it compares with the reference row."""
+    return [[label, f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}", str(n),
+             "the reference" if label == reference else
+             compare((mean, std, n), rows[reference], label, reference).split(" (", 1)[1].rstrip(")")]
+            for label, (mean, std, n) in rows.items()]
 
 
 def values(runs, key):
@@ -203,7 +238,7 @@ def training_section(reports, rows):
                                           "ESPCN", "bicubic") + "; "
         + compare(acc.get("pretrained-light"), acc.get("pretrained-light-nearest"),
                   "bicubic", "nearest") + "."])
-    return section("3. Training: scratch against transfer, flips against heavy, TTA, upscaling",
+    return section("3. Training: transfer, flips or heavy, TTA, upscaling",
                    "Does heavy augmentation pay off over flips, from scratch and with ImageNet weights; does "
                    "transfer; does TTA; does learned upscaling?",
                    [*json.loads((ROOT / "grids.json").read_text())[MAIN_GRID].get("prepare", []),
@@ -234,6 +269,62 @@ def schedule_lines(reports):
                     ""]
 
 
+def balancing_section(reports):
+    path = reports / "archive" / "balancing.md"
+    rows = report_table(path, "macro-F1, TTA")
+    command = "python experiments.py balancing --data ../shared/data/vehicles6-lt --seeds 3 --workers 1"
+    body = ["The small CNN on the long-tailed vehicles6-lt (car 640 images down to minibus 32), scored on "
+            "the balanced vehicles6 test set by macro-F1; balanced-reference trains on as many images of "
+            "the balanced set. The grid pins its own settings (32 px, 8 epochs, learning rate 0.05: "
+            "train.py's defaults when it ran, now archived), the same for every row, so its rows compare "
+            "with each other; its full table and per-class recall in "
+            "[archive/balancing.md](archive/balancing.md).", "",
+            *table(["row", "test macro-F1, TTA", "seeds", "against ce (plain cross-entropy)"],
+                   against(rows, "ce") if "ce" in rows else []), ""]
+    clauses = [compare(rows.get(label), rows.get("ce"), label, "ce")
+               for label in ("sampler", "oversample", "inverse-weights", "focal", "logit-adjust")]
+    best = max((label for label in rows if label not in ("ce", "balanced-reference")),
+               key=lambda label: rows[label][0], default=None)
+    answer = ("Test macro-F1 against plain cross-entropy: " + "; ".join(clauses)
+              + (f". Best: {best}." if best else "."))
+    headline = (f"{best} {100 * (rows[best][0] - rows['ce'][0]):+.1f} points of macro-F1 over plain CE, "
+                f"focal {100 * (rows['focal'][0] - rows['ce'][0]):+.1f}" if best and "focal" in rows
+                else "pending")
+    return section("4. Class balancing", "On a long-tailed training set, which balancing pays: a sampler, "
+                   "loss weights, focal loss, over- or undersampling, logit adjustment?", [command],
+                   body, answer), headline
+
+
+def errors_section(reports):
+    rows = report_table(reports / "errorloop.md", "macro-F1, TTA")
+    commands = ["python experiments.py schedules --data ../shared/data/vehicles6-lt --rows onecycle "
+                "--seeds 3",
+                "python predict.py --run runs/schedules/onecycle-s0 --split val --analysis",
+                "python experiments.py errorloop --data ../shared/data/vehicles6-lt --seeds 3"]
+    body = [f"What a model gets wrong: the worst validation mistakes of a pretrained model of section 3 "
+            f"({ERRORS_RUN}), each under the Grad-CAM map of the class it predicted (where it looked); "
+            "the full error analysis (confusion matrices, most-confused pairs, errors grouped by cause) in "
+            "[task/errors/val_analysis.md](task/errors/val_analysis.md):", "",
+            *figure(reports, "task/errors/val_worst_errors.png", "worst validation errors with Grad-CAM",
+                    f"python predict.py --run {ERRORS_RUN} --split val --tta 8 --analysis "
+                    "--out reports/task/errors", LICENCE),
+            "Fixing what the analysis shows ([errorloop.md](errorloop.md)): each small CNN trained on the "
+            "long-tailed vehicles6-lt is fine-tuned for 3 more epochs at a tenth of the learning rate, "
+            "with nothing changed (control), drawing its highest-loss training images 4x as often "
+            "(hard-examples, `--init RUN --hard-fraction 0.2`), or oversampling / heavily augmenting the "
+            "two classes its validation analysis confuses most; scored on the balanced vehicles6 test set.",
+            "", *table(["row", "test macro-F1, TTA", "seeds", "against control"],
+                       against(rows, "control") if "control" in rows else []), ""]
+    answer = "; ".join(compare(rows.get(label), rows.get("control"), label, "control")
+                       for label in ("hard-examples", "oversample-confused", "heavy-confused")) + "."
+    headline = ("fine-tuning on them "
+                f"{100 * (rows['hard-examples'][0] - rows['control'][0]):+.1f} points of macro-F1 over 3 "
+                "plain epochs" if {"hard-examples", "control"} <= set(rows) else "pending")
+    return section("5. Error analysis and hard examples",
+                   "What does the model get wrong, and does fine-tuning on what it gets wrong fix it?",
+                   commands, body, answer), headline
+
+
 def generator_section(reports):
     rows = {label: runs for label, runs in grid_rows(reports, "synthetic-lite0").items() if runs}
     command = "python experiments.py synthetic-lite0 --data ../shared/data/vehicles6 --seeds 3"
@@ -257,9 +348,8 @@ def generator_section(reports):
               f"against 1 in {len(next(iter(rows.values()))[0]['recall_tta']) if rows else '?'} by chance.")
     gains = [f"{arm} {100 * (np.mean(f1[f'{arm}-syn0.25']) - np.mean(f1[f'{arm}-real'])):+.2f} points"
              for arm in ("full", "low") if f"{arm}-syn0.25" in f1 and f"{arm}-real" in f1]
-    headline = ("generated images added to the real ones: " + (", ".join(gains) or "pending")
-                + " of test accuracy")
-    return section("4. The conditional generator",
+    headline = "added to the real images: " + (", ".join(gains) or "pending") + " of test accuracy"
+    return section("6. The conditional generator",
                    "Does a class-conditional GAN's output help the classifier?",
                    ["python gan.py --data ../shared/data/vehicles6 --img-size 64 --epochs 120 --name v6-64",
                     command], body, answer), headline
@@ -281,28 +371,20 @@ def leaderboard_section(reports):
             "folds; CV is the out-of-fold accuracy on train/, Public and Private the "
             "halves of the test set ([leaderboard-vehicles6.md](leaderboard-vehicles6.md), "
             "[leaderboard-trashnet6.md](leaderboard-trashnet6.md)).",
-            "", *table(["row", *(f"{name}: CV / Public / Private" for name in boards)], cells), "",
-            f"The worst validation mistakes of a pretrained model of section 3 ({ERRORS_RUN}), "
-            "each under the Grad-CAM map of the class it predicted (where it looked); the full "
-            "error analysis (confusion matrices, most-confused pairs, errors grouped by cause) in "
-            "[task/errors/val_analysis.md](task/errors/val_analysis.md):", "",
-            *figure(reports, "task/errors/val_worst_errors.png", "worst validation errors with Grad-CAM",
-                    f"python predict.py --run {ERRORS_RUN} --split val --tta 8 --analysis "
-                    "--out reports/task/errors",
-                    LICENCE)]
+            "", *table(["row", *(f"{name}: CV / Public / Private" for name in boards)], cells), ""]
     answers = []
     for name, board in boards.items():
         private = {label: entry["private"][0] if isinstance(entry["private"], list) else entry["private"]
                    for label, entry in board.items()}
         best = max(private, key=private.get)
         answers.append(f"{name} Private {private[labels[0]]:.4f} ({labels[0].split(' (')[0]}) to "
-                       f"{private[best]:.4f} ({best})")
+                       f"{private[best]:.4f} ({best.split(' (')[0]})")
     answer = ("; ".join(answers) or "pending") + (
         ". Each row is reproduced by `python bench/leaderboard.py ../shared/data/NAME` "
         "(its docstring lists each row's commands).")
-    return section("5. The leaderboard and the submission model's errors",
-                   "How far do folds, ensembling, TTA, stacking and pseudo-labels climb, and what does the "
-                   "submission model still get wrong?",
+    return section("7. The leaderboard and the submission",
+                   "How far do folds, ensembling, TTA, stacking and pseudo-labels climb on the test set's "
+                   "public and private halves?",
                    ["python bench/leaderboard.py ../shared/data/vehicles6"],
                    body, answer), "; ".join(answers) or "pending"
 
@@ -311,8 +393,8 @@ def write_task_report(reports):
     """reports/task.md; returns its path and one headline per section (title, anchor, headline)."""
     main_rows = grid_rows(reports, MAIN_GRID)
     sections = [data_section(reports), augmentation_section(reports, main_rows),
-                training_section(reports, main_rows), generator_section(reports),
-                leaderboard_section(reports)]
+                training_section(reports, main_rows), balancing_section(reports), errors_section(reports),
+                generator_section(reports), leaderboard_section(reports)]
     lines = ["# The task, step by step", "",
              "Written by `python report.py` from the records in reports/ alone; every number below "
              "comes from a record, every figure names the command that makes it. The studies behind "

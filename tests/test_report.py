@@ -22,7 +22,7 @@ def test_task_report_from_records_alone(tmp_path):
     text = out.read_text()
 
     titles = re.findall(r"^## (\d)\. ", text, flags=re.M)
-    assert titles == ["1", "2", "3", "4", "5"]
+    assert titles == ["1", "2", "3", "4", "5", "6", "7"]
     for part in text.split("\n## ")[1:]:
         assert "**Question.**" in part and "**Answer.**" in part and "```bash" in part
     assert "| pretrained-flips | 3/3 | 0.9010 ± 0.0010 | 0.9110 ± 0.0010 | 0.0100 ± 0.0000 |" in text
@@ -32,7 +32,7 @@ def test_task_report_from_records_alone(tmp_path):
     # no eda.json
     assert "python eda.py" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]
     assert ([anchor for _, anchor, _ in headlines][2]
-            == "3-training-scratch-against-transfer-flips-against-heavy-tta-upscaling")
+            == "3-training-transfer-flips-or-heavy-tta-upscaling")
     assert headlines[2][2].startswith("heavy against flips: scratch pending, pretrained +5.00 points "
                                       "(3 and 3 seeds)")
     assert "| `--aug flips` | Resize, HorizontalFlip, VerticalFlip | plain, hflip, vflip, hvflip |" in text
@@ -41,3 +41,25 @@ def test_task_report_from_records_alone(tmp_path):
 def test_one_seed_is_never_called_a_difference():
     assert "1 and 2 seeds: no spread yet" in report.compare([0.9], [0.8, 0.81], "a", "b")
     assert "within seed noise" in report.compare([0.90, 0.95, 0.85], [0.91, 0.86, 0.96], "a", "b")
+
+
+def test_grids_older_than_their_records_are_read_from_their_report_table(tmp_path):
+    """errorloop and balancing have no reports/GRID.json: their report's first table gives mean, std and
+    seeds, and the comparison is made from those."""
+    table = ["| row | seeds done | test acc | macro-F1, TTA |", "|---|---|---|---|",
+             "| control | 3/3 | 0.80 ± 0.01 | 0.7900 ± 0.0100 |",
+             "| hard-examples | 3/3 | 0.85 ± 0.01 | 0.8400 ± 0.0100 |",
+             "| heavy-confused | 1/3 | 0.79 | 0.7800 |", "",
+             "| row | a | b |", "|---|---|---|", "| control | 1 | 2 |"]  # a second table: not read
+    (tmp_path / "errorloop.md").write_text("# Grid\n\n" + "\n".join(table) + "\n")
+    rows = report.report_table(tmp_path / "errorloop.md", "macro-F1, TTA")
+    assert rows == {"control": (0.79, 0.01, 3), "hard-examples": (0.84, 0.01, 3),
+                    "heavy-confused": (0.78, 0.0, 1)}
+    text = report.write_task_report(tmp_path)[0].read_text()
+    section = text.split("## 5.")[1].split("## 6.")[0]
+    assert "hard-examples 0.8400 against control 0.7900 (+5.00 points, beyond seed noise" in section
+    assert ("heavy-confused 0.7800 against control 0.7900 (-1.00 points; 1 and 3 seeds: no spread yet)"
+            in section)
+    assert "oversample-confused against control: pending" in section
+    # no archive/balancing.md in this folder
+    assert "**Answer.** Test macro-F1 against plain cross-entropy: sampler against ce: pending" in text
