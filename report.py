@@ -224,16 +224,26 @@ def training_section(reports, rows):
         f"{kind} {'pending' if gain is None else f'{gain:+.2f} points ({n})'}"
         for kind, gain, n in zip(("scratch", "pretrained"), heavy_gain, seeds))
                 + (f"; TTA {100 * np.mean(tta):+.2f} points on average over {len(tta)} runs" if tta else ""))
+    with_tta = {label: values(runs, "acc_tta") for label, runs in rows.items()}
+    tta_by_kind = {kind: [run["acc_tta"] - run["acc"] for label, runs in rows.items()
+                          if label.startswith(kind) for run in runs] for kind in ("scratch", "pretrained")}
     answer = " ".join([
-        "Heavy over flips, from scratch: " + compare(acc.get("scratch-heavy"), acc.get("scratch-flips"),
-                                                     "heavy", "flips")
+        "Heavy over flips, test accuracy without TTA, from scratch: "
+        + compare(acc.get("scratch-heavy"), acc.get("scratch-flips"), "heavy", "flips")
         + "; with transfer: " + compare(acc.get("pretrained-heavy"), acc.get("pretrained-flips"),
                                         "heavy", "flips") + ".",
-        "Transfer over scratch (light): " + compare(acc.get("pretrained-light"), acc.get("scratch-light"),
-                                                    "pretrained", "scratch") + ".",
+        "The same with TTA 8, from scratch: "
+        + compare(with_tta.get("scratch-heavy"), with_tta.get("scratch-flips"), "heavy", "flips")
+        + "; with transfer: " + compare(with_tta.get("pretrained-heavy"), with_tta.get("pretrained-flips"),
+                                        "heavy", "flips") + ".",
+        "Transfer over scratch, with TTA 8: " + "; ".join(
+            f"{aug}: " + compare(with_tta.get(f"pretrained-{aug}"), with_tta.get(f"scratch-{aug}"),
+                                 "pretrained", "scratch") for aug in ("flips", "light", "heavy")) + ".",
         (f"TTA: {100 * np.mean(tta):+.2f} points of test accuracy on average over {len(tta)} runs (each "
-         f"run with and without: from {100 * min(tta):+.2f} to {100 * max(tta):+.2f}; the views kept are "
-         "those that do not lower validation accuracy)." if tta else "TTA: pending."),
+         f"run with and without: from {100 * min(tta):+.2f} to {100 * max(tta):+.2f}; "
+         + ", ".join(f"{kind} {100 * np.mean(gains):+.2f} over {len(gains)}"
+                     for kind, gains in tta_by_kind.items() if gains)
+         + "; the views kept are those that do not lower validation accuracy)." if tta else "TTA: pending."),
         "Upscaling to 160 px: " + compare(acc.get("pretrained-light-espcn"), acc.get("pretrained-light"),
                                           "ESPCN", "bicubic") + "; "
         + compare(acc.get("pretrained-light"), acc.get("pretrained-light-nearest"),
