@@ -76,15 +76,19 @@ def compare(a, b, name_a, name_b):
     in points, and whether it exceeds twice its standard error (seed noise)."""
     if not a or not b:
         return f"{name_a} against {name_b}: pending"
+    return f"{name_a} {summary(a)[0]:.4f} against {name_b} {summary(b)[0]:.4f} ({difference(a, b)})"
+
+
+def difference(a, b):
+    """a's mean minus b's in points, and whether it exceeds twice its standard error over seeds."""
     (mean_a, std_a, n_a), (mean_b, std_b, n_b) = summary(a), summary(b)
     diff = 100 * (mean_a - mean_b)
-    said = f"{name_a} {mean_a:.4f} against {name_b} {mean_b:.4f} ({diff:+.2f} points"
     if min(n_a, n_b) < 2:
-        return said + f"; {n_a} and {n_b} seeds: no spread yet)"
+        return f"{diff:+.2f} points; {n_a} and {n_b} seeds: no spread yet"
     error = 100 * math.sqrt(std_a**2 / n_a + std_b**2 / n_b)
     verdict = "beyond" if abs(diff) > 2 * error else "within"
-    return said + (f", {verdict} seed noise: twice its standard error is {2 * error:.2f}; "
-                   f"{n_a} and {n_b} seeds)")
+    return (f"{diff:+.2f} points, {verdict} seed noise: twice its standard error is {2 * error:.2f}; "
+            f"{n_a} and {n_b} seeds")
 
 
 def report_table(path, column):
@@ -108,8 +112,7 @@ def report_table(path, column):
 def against(rows, reference):
     """A table's cells: each row's macro-F1 and how it compares with the reference row."""
     return [[label, f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}", str(n),
-             "the reference" if label == reference else
-             compare((mean, std, n), rows[reference], label, reference).split(" (", 1)[1].rstrip(")")]
+             "the reference" if label == reference else difference((mean, std, n), rows[reference])]
             for label, (mean, std, n) in rows.items()]
 
 
