@@ -34,6 +34,7 @@ import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 
 from choices import AUGMENTATIONS, UPSCALE
@@ -117,6 +118,13 @@ def model_input(images, device, mean, std):
         images = images.contiguous(memory_format=torch.channels_last)
     pixel_mean, pixel_std = pixel_statistics(tuple(mean), tuple(std), images.device)
     return (images.float() - pixel_mean) / pixel_std
+
+
+def resize_batch(images, size):
+    """A model-input batch shrunk to size x size on the device (train.py --progressive): antialiased, so
+    that it looks like the image resized once, not like a subsampled one."""
+    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 @functools.lru_cache

@@ -131,6 +131,9 @@ def input_options(p):
                    help="training augmentation (augment.py): none; "
                         "flips (horizontal + vertical, nothing else); light (shift, zoom, horizontal flip); "
                         "heavy (crop, colour, rotation, horizontal flip)")
+    g.add_argument("--progressive", type=IMAGE_SIZE, metavar="PX",
+                   help="progressive resizing: train the first epochs at PX px, growing linearly to "
+                        "--img-size, which the last third of the epochs and validation see (default: off)")
     g.add_argument("--vflip", action="store_true",
                    help="vertical flips in --aug light/heavy too, and in TTA (--aug flips has them)")
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"),
@@ -238,7 +241,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from augment import build_transform, cache_form, input_size, model_input, tta_views
+from augment import build_transform, cache_form, input_size, model_input, resize_batch, tta_views
 from balance import (
     BalanceOptions,
     class_counts,
@@ -330,8 +333,9 @@ def train_epochs(run):
             plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
             scores = (f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 "
                       f"{metrics['val_f1']:.4f}" if metrics else "no validation")
-            print(f"epoch {epoch:3d} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | {scores} | "
-                  f"{row['seconds']:.0f}s{' | best' if is_best else ''}")
+            size = f" at {epoch_img_size(args, epoch)} px" if args.progressive else ""
+            print(f"epoch {epoch:3d}{size} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | "
+                  f"{scores} | {row['seconds']:.0f}s{' | best' if is_best else ''}")
         if run.stopper.stop and annealed(run.optimizer):
             print(f"early stop: {args.monitor} has not improved for {run.stopper.bad_epochs} epochs, and the "
                   "learning rate is down to a tenth of its peak")
@@ -449,11 +453,14 @@ def train_one_epoch(run, criterion, epoch):
                                              # depend on seed and epoch only
     torch.manual_seed(epoch_seed)
     run.train_order.set_epoch(epoch_order(run, epoch_seed), epoch_seed)
+    size = epoch_img_size(args, epoch)
     totals = torch.zeros(3, device=run.device)  # loss sum, correct, images
     run.optimizer.zero_grad(set_to_none=True)
     for i, (images, targets) in enumerate(tqdm(run.train_loader, desc=f"epoch {epoch}/{args.epochs}",
                                                leave=False, disable=None if run.rank == 0 else True)):
         images = model_input(images, run.device, run.mean, run.std)
+        if size != args.img_size:
+            images = resize_batch(images, size)
         targets = targets.to(run.device, non_blocking=True)
         if run.mix is not None:  # targets become class probabilities
             images, targets = run.mix(images, targets)
@@ -477,6 +484,18 @@ def train_one_epoch(run, criterion, epoch):
         torch.distributed.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()  # one host sync per epoch, not one per step
     return loss_sum / seen, correct / seen
+
+
+def epoch_img_size(args, epoch):
+    """The input size of this epoch's training batches. --progressive PX: PX at the first epoch, growing
+    linearly in steps of 16 px to --img-size, which the last third of the epochs train at: the early
+    epochs, where the model learns coarse shapes, cost (PX / img_size)² as much, and the last ones settle
+    the batch-norm statistics at the size validation and prediction use."""
+    start, full = args.progressive, args.img_size
+    ramp = args.epochs - math.ceil(args.epochs / 3)  # epochs before the full size
+    if not start or epoch > ramp:
+        return full
+    return min(full, int(16 * round((start + (full - start) * (epoch - 1) / ramp) / 16)))
 
 
 def epoch_order(run, epoch_seed):
@@ -619,8 +638,11 @@ def resolve_settings(args, device=None, data_dir=None, train=None, init=None, re
     --init run (INIT_KEEPS, its checkpoint's inference section); the model kind's DEFAULTS; what the
     training images derive (derive_defaults); the loader workers for the device. Returns the settings,
     frozen, and {setting: where its value came from} for every one the command line left out."""
-    values = ({**resumed["args"], **{key: getattr(args, key) for key in WHERE_IT_RUNS}} if resumed
-              else dict(vars(args)))
+    if resumed:  # a run saved before an option existed takes that option's default
+        values = {**vars(parse_args([])), **resumed["args"],
+                  **{key: getattr(args, key) for key in WHERE_IT_RUNS}}
+    else:
+        values = dict(vars(args))
     sources = {}
 
     def fill(key, value, why):
@@ -641,6 +663,9 @@ def resolve_settings(args, device=None, data_dir=None, train=None, init=None, re
         fill(key, value, why)
     if device is not None:
         fill("workers", loader_workers(None, device, values["arch"]), f"on {device.type}")
+    if values["progressive"] and values["img_size"] and values["progressive"] >= values["img_size"]:
+        raise UserError(f"--progressive {values['progressive']} must be below the input size "
+                        f"({values['img_size']} px): it is where training starts, growing to it")
     return Settings(**values), sources
 
 

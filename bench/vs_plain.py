@@ -19,6 +19,12 @@ Usage:
     python bench/vs_plain.py --kinds scratch --reuse-reference # ours again, the references as before
     python bench/vs_plain.py --sets utilityvehicles10 --kinds scratch --seeds 3
     python bench/vs_plain.py --report                          # rewrite the report from the results
+    python bench/vs_plain.py --kinds pretrained --reuse-reference --recipe "p128=--progressive 128"
+
+--recipe NAME=ARGS measures a candidate recipe: ours with ARGS after the default command, recorded
+under NAME beside the default rows (with --reuse-reference, against the default row's reference run).
+Candidates go to a table of their own, with the validation accuracy of the epoch best.pt kept: the
+default changes on validation, and only then does the main table (and the README) see it.
 
 Results accumulate in reports/vs_plain.json, a row per set, kind and seed (a rerun replaces its rows;
 run folders in runs/vs_plain/); the table goes to reports/vs_plain.md, and its main columns to the
@@ -30,6 +36,7 @@ import itertools
 import json
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -71,20 +78,24 @@ def timed(command, log):
     return seconds, result.stdout
 
 
-def compare(name, kind, seed=0, earlier=None):
+def compare(name, kind, seed=0, earlier=None, recipe=None):
     """One row: the reference script and ours with one seed, interleaved: the reference first on even
     seeds and ours first on odd ones, so that a machine slowing down or speeding up over a session
     weighs on both sides alike. earlier: this row's stored result, whose reference figures are kept
-    instead of running the reference again (--reuse-reference)."""
+    instead of running the reference again (--reuse-reference). recipe: (name, extra arguments of ours)."""
     data = SETS[name]
     if name == "digits" and not data.is_dir():  # the built-in set is written on first use
         subprocess.run([sys.executable, "-c", "import data; data.resolve_data_dir(None)"],
                        cwd=ROOT, check=True)
-    tag = f"{name}-{kind}" + (f"-s{seed}" if seed else "")
-    sides = [lambda: run_reference(data, kind, seed, tag, earlier), lambda: run_ours(data, kind, seed, tag)]
+    recipe_name, extra = recipe or (None, [])
+    tag = f"{name}-{kind}" + (f"-{recipe_name}" if recipe_name else "") + (f"-s{seed}" if seed else "")
+    sides = [lambda: run_reference(data, kind, seed, tag, earlier),
+             lambda: run_ours(data, kind, seed, tag, extra)]
     first, second = (sides if seed % 2 == 0 else sides[::-1])
     row = {"set": name, "kind": kind, "seed": seed, "reference": " ".join(KINDS[kind][0]),
            "order": "reference first" if seed % 2 == 0 else "ours first"}
+    if recipe_name:
+        row.update(recipe_name=recipe_name, recipe_args=" ".join(extra))
     row.update(first())
     row.update(second())
     return row
@@ -105,24 +116,30 @@ def run_reference(data, kind, seed, tag, earlier=None):
             "reference_curve": curve}
 
 
-def run_ours(data, kind, seed, tag):
-    """train.py then predict.py --tta 8: wall seconds of each, test accuracy without and with the views,
-    and the training curve (our_curve)."""
+def run_ours(data, kind, seed, tag, extra=()):
+    """train.py (the default command, then extra) and predict.py --tta 8: wall seconds of each, test
+    accuracy without and with the views, the training curve (our_curve) and the validation accuracy of
+    the epoch best.pt kept."""
+    from experiments import kept_row  # imports torch: only when ours runs
     run = OUT / tag
     shutil.rmtree(run, ignore_errors=True)  # train.py would otherwise pick a new name beside it
     when = time.strftime("%Y-%m-%d %H:%M")
     train_seconds, _ = timed([sys.executable, "train.py", "--data", data, "--name", f"vs_plain/{tag}",
-                              *KINDS[kind][1], *(["--seed", str(seed)] if seed else [])],
+                              *KINDS[kind][1], *(["--seed", str(seed)] if seed else []), *extra],
                              OUT / f"{tag}-train.log")
     predict_seconds, _ = timed([sys.executable, "predict.py", "--run", run, "--tta", "8"],
                                OUT / f"{tag}-predict.log")
     metrics = json.loads((run / "test_metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())["args"]
+    with open(run / "log.csv", newline="") as f:
+        kept = kept_row(list(csv.DictReader(f)), config["monitor"])
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "tta_views": metrics["tta_view_names"],
+            "kept_val_acc": float(kept["val_acc"]), "kept_epoch": int(kept["epoch"]),
             "train_seconds": round(train_seconds), "predict_seconds": round(predict_seconds),
             "curve": our_curve(run / "log.csv"),
             "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
-                      f"batch {config['batch_size']}",
+                      f"batch {config['batch_size']}"
+                      + (f", from {config['progressive']} px" if config.get("progressive") else ""),
             "machine": f"{platform.machine()}, {config.get('workers')} loader worker(s)", "when": when}
 
 
@@ -175,12 +192,25 @@ def plot_time_to_accuracy(results, name):
     return path
 
 
-def by_row(results):
-    """The results grouped into table rows, one per set and kind, each the list of its seeds' results."""
+def by_row(results, candidates=False):
+    """The results grouped into table rows, one per set and kind (and recipe, with candidates=True: every
+    row; else the default command's alone), each the list of its seeds' results."""
     rows = {}
-    for r in sorted(results, key=lambda r: (r["kind"], r["set"], r.get("seed", 0))):
-        rows.setdefault((r["kind"], r["set"]), []).append(r)
+    for r in sorted(results, key=lambda r: (r["kind"], r["set"], r.get("recipe_name", ""), r.get("seed", 0))):
+        if candidates or "recipe_name" not in r:
+            rows.setdefault((r["kind"], r["set"], r.get("recipe_name")), []).append(r)
     return list(rows.values())
+
+
+def label(row):
+    """'vehicles6 scratch [recipe] seed 1'."""
+    name, kind, seed, recipe_name = key(row)
+    return " ".join([name, kind, *([recipe_name] if recipe_name else []), "seed", str(seed)])
+
+
+def key(row):
+    """What a rerun replaces: the same set, kind, seed and recipe."""
+    return row["set"], row["kind"], row.get("seed", 0), row.get("recipe_name")
 
 
 def mean_std(runs, key, digits=4):
@@ -232,16 +262,39 @@ def write_report(results):
                      f"{mean_std(runs, 'acc_tta')} | {mean_std(runs, 'reference_seconds', 0)} | "
                      f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | "
                      f"{time_to_reference(runs)} | {first['recipe']} | {'; '.join(views)} |")
-    figures = [(name, plot_time_to_accuracy(results, name)) for name in sorted({r["set"] for r in results})]
+    if any("recipe_name" in r for r in results):
+        lines += candidate_table(results)
+    defaults = [r for r in results if "recipe_name" not in r]
+    figures = [(name, plot_time_to_accuracy(defaults, name)) for name in sorted({r["set"] for r in defaults})]
     lines += [f"\n![{name}: accuracy against training seconds]({path.relative_to(REPORT.parent)})"
               for name, path in figures if path]
     lines += ["", f"Machine: {platform.processor() or platform.machine()}. When each ran (reference, ours): "
-              + "; ".join(f"{r['set']} {r['kind']} seed {r.get('seed', 0)} {r['reference_when']}, {r['when']}"
-                          for r in results) + "."]
+              + "; ".join(f"{label(r)} {r['reference_when']}, {r['when']}" for r in results) + "."]
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))
     update_readme(results)
+
+
+def candidate_table(results):
+    """Markdown lines: every recipe measured beside the default command, by validation accuracy at the
+    epoch best.pt kept (what chooses a default) and by time; the test accuracy only for the record."""
+    lines = ["", "## Candidate recipes", "",
+             "`python bench/vs_plain.py --recipe NAME=ARGS`: the default command with ARGS after it. A "
+             "default changes where a recipe keeps validation accuracy at a lower time ratio on every set.",
+             "", "| set | kind | recipe | seeds | val acc, kept epoch | reference acc | ours acc, TTA | "
+             "ours s | time ratio | time to its accuracy | our recipe |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for runs in by_row(results, candidates=True):
+        first = runs[0]
+        name = (f"{first['recipe_name']}: `{first['recipe_args']}`" if "recipe_name" in first
+                else "default")
+        val = mean_std(runs, "kept_val_acc") if all("kept_val_acc" in r for r in runs) else "-"
+        lines.append(f"| {first['set']} | {first['kind']} | {name} | {len(runs)} | {val} | "
+                     f"{mean_std(runs, 'reference_acc')} | {mean_std(runs, 'acc_tta')} | "
+                     f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | "
+                     f"{time_to_reference(runs)} | {first['recipe']} |")
+    return lines
 
 
 def update_readme(results):
@@ -259,6 +312,14 @@ def update_readme(results):
     replace_in_readme("vs_plain", rows)
 
 
+def recipe(text):
+    """--recipe NAME=ARGS -> (NAME, [ARGS split as the shell would])."""
+    name, sep, extra = text.partition("=")
+    if not sep or not re.fullmatch(r"[\w.-]+", name):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=ARGS, e.g. short='--epochs 5'")
+    return name, shlex.split(extra)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated, from: " + ", ".join(SETS))
@@ -267,6 +328,8 @@ def main():
                    help="keep each row's stored reference figures (same machine, run earlier) and rerun "
                         "only ours")
     p.add_argument("--seeds", type=int, default=1, help="run both sides with seeds 0..N-1")
+    p.add_argument("--recipe", type=recipe, metavar="NAME=ARGS",
+                   help="a candidate: ours with ARGS after the default command, recorded under NAME")
     p.add_argument("--report", action="store_true", help="only rewrite the report from the results so far")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -277,10 +340,11 @@ def main():
             for kind, seed in ((k, s) for k in args.kinds.split(",") for s in range(args.seeds)):
                 if name == "digits" and kind == "pretrained":
                     continue  # 8 px scans: the digits are the scratch model's set
-                key = (name, kind, seed)
-                earlier = [r for r in results if (r["set"], r["kind"], r.get("seed", 0)) == key]
-                row = compare(name, kind, seed, earlier[0] if args.reuse_reference and earlier else None)
-                results = [r for r in results if (r["set"], r["kind"], r.get("seed", 0)) != key] + [row]
+                this = (name, kind, seed, args.recipe and args.recipe[0])
+                earlier = [r for r in results if key(r) in (this, this[:3] + (None,))]  # or the default's
+                row = compare(name, kind, seed, earlier[-1] if args.reuse_reference and earlier else None,
+                              args.recipe)
+                results = [r for r in results if key(r) != this] + [row]
                 store.write_text(json.dumps(results, indent=1))
                 print(row, flush=True)
     write_report(results)

@@ -364,3 +364,26 @@ def test_init_of_a_backbone_takes_the_backbones_defaults():
     assert (resolved.arch, resolved.img_size, resolved.optimizer, resolved.lr) == ("efficientnet_lite0", 160,
                                                                                    "adamw", 1e-3)
     assert sources["arch"] == "--init runs/x"
+
+
+def test_progressive_resizing_grows_to_the_full_size_for_the_last_third():
+    progressive = settings("--img-size", "160", "--epochs", "9", "--progressive", "96")
+    assert [train.epoch_img_size(progressive, e) for e in range(1, 10)] == [96, 112, 112, 128, 144, 144,
+                                                                            160, 160, 160]
+    plain = settings("--img-size", "160", "--epochs", "9")
+    assert {train.epoch_img_size(plain, e) for e in range(1, 10)} == {160}
+    with pytest.raises(UserError, match="must be below the input size"):
+        settings("--img-size", "160", "--progressive", "160")
+
+
+def test_progressive_resizing_trains_the_first_epochs_on_smaller_batches(tmp_path, competition, monkeypatch,
+                                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    shapes = []
+    resize = train.resize_batch
+    monkeypatch.setattr(train, "resize_batch",
+                        lambda images, size: shapes.append((images.shape[-1], size)) or resize(images, size))
+    train.main(tiny_args(competition, "--epochs", "3", "--progressive", "16", "--name", "progressive"))
+    assert shapes and set(shapes) == {(32, 16)}  # only the first epoch's batches, shrunk on the device
+    out = capsys.readouterr().out
+    assert "epoch   1 at 16 px" in out and "epoch   3 at 32 px" in out

@@ -31,3 +31,31 @@ def test_curves_time_to_accuracy_and_the_figure(tmp_path, monkeypatch):
     path = vs_plain.plot_time_to_accuracy([row, {**row, "seed": 1}], "tiny")
     assert path == tmp_path / "plots" / "tiny.png" and path.stat().st_size > 1000
     assert vs_plain.plot_time_to_accuracy([{"set": "tiny"}], "tiny") is None
+
+
+def test_a_candidate_recipe_is_a_row_of_its_own_and_stays_out_of_the_headline(tmp_path, monkeypatch):
+    assert vs_plain.recipe("p128=--epochs 5 --progressive 128") == ("p128", ["--epochs", "5", "--progressive",
+                                                                             "128"])
+    calls = []
+    monkeypatch.setattr(vs_plain, "run_reference", lambda *a, **k: {"reference_acc": 0.9,
+                                                                    "reference_seconds": 100,
+                                                                    "reference_when": "then"})
+    monkeypatch.setattr(vs_plain, "run_ours", lambda data, kind, seed, tag, extra: calls.append((tag, extra))
+                        or {"acc": 0.95, "acc_tta": 0.96, "tta_views": ["plain"], "train_seconds": 40,
+                            "when": "now", "kept_val_acc": 0.97, "recipe": "smallcnn, 5 epochs"})
+    candidate = vs_plain.compare("vehicles6", "scratch", 1, recipe=("short", ["--epochs", "5"]))
+    assert calls == [("vehicles6-scratch-short-s1", ["--epochs", "5"])]
+    assert vs_plain.key(candidate) == ("vehicles6", "scratch", 1, "short")
+    default = {**candidate, "kept_val_acc": 0.98, "train_seconds": 80}
+    del default["recipe_name"], default["recipe_args"]
+    readme = []
+    monkeypatch.setattr(vs_plain, "REPORT", tmp_path / "vs_plain.md")
+    monkeypatch.setattr(vs_plain, "PLOTS", tmp_path / "plots")
+    monkeypatch.setattr(vs_plain, "replace_in_readme", lambda marker, rows: readme.extend(rows))
+    vs_plain.write_report([default, candidate])
+    report = (tmp_path / "vs_plain.md").read_text()
+    main_table, candidates = report.split("## Candidate recipes")
+    assert "short" not in main_table and len(readme) == 3 and "80 s / 100 s = 0.80" in readme[2]
+    assert "| vehicles6 | scratch | default | 1 | 0.9800 |" in candidates
+    assert "| scratch | short: `--epochs 5` | 1 | 0.9700 | 0.9000 | 0.9600 | 40 | 0.40 |" in candidates
+    assert "vehicles6 scratch short seed 1 then, now" in candidates
