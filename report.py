@@ -79,16 +79,21 @@ def compare(a, b, name_a, name_b):
     return f"{name_a} {summary(a)[0]:.4f} against {name_b} {summary(b)[0]:.4f} ({difference(a, b)})"
 
 
+def seed_noise(a, b):
+    """(a's mean minus b's in points, twice the difference's standard error over seeds or None with a
+    single seed, a's seeds, b's seeds)."""
+    (mean_a, std_a, n_a), (mean_b, std_b, n_b) = summary(a), summary(b)
+    two_se = 200 * math.sqrt(std_a**2 / n_a + std_b**2 / n_b) if min(n_a, n_b) > 1 else None
+    return 100 * (mean_a - mean_b), two_se, n_a, n_b
+
+
 def difference(a, b):
     """a's mean minus b's in points, and whether it exceeds twice its standard error over seeds."""
-    (mean_a, std_a, n_a), (mean_b, std_b, n_b) = summary(a), summary(b)
-    diff = 100 * (mean_a - mean_b)
-    if min(n_a, n_b) < 2:
+    diff, two_se, n_a, n_b = seed_noise(a, b)
+    if two_se is None:
         return f"{diff:+.2f} points; {n_a} and {n_b} seeds: no spread yet"
-    error = 100 * math.sqrt(std_a**2 / n_a + std_b**2 / n_b)
-    verdict = "beyond" if abs(diff) > 2 * error else "within"
-    return (f"{diff:+.2f} points, {verdict} seed noise: twice its standard error is {2 * error:.2f}; "
-            f"{n_a} and {n_b} seeds")
+    return (f"{diff:+.2f} points, {'beyond' if abs(diff) > two_se else 'within'} seed noise: twice its "
+            f"standard error is {two_se:.2f}; {n_a} and {n_b} seeds")
 
 
 def report_table(path, column):
@@ -112,7 +117,7 @@ def report_table(path, column):
 def against(rows, reference):
     """A table's cells: each row's macro-F1 and how it compares with the reference row."""
     return [[label, f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}", str(n),
-             "the reference" if label == reference else difference((mean, std, n), rows[reference])]
+             "the reference" if label == reference else short_difference((mean, std, n), rows[reference])]
             for label, (mean, std, n) in rows.items()]
 
 
@@ -134,8 +139,10 @@ def figure(reports, path, alt, made_by, credit=""):
 
 
 def section(title, question, commands, body, answer):
+    """A section's lines; answer: a paragraph, or lines (a table) under the word."""
+    answer = [f"**Answer.** {answer}"] if isinstance(answer, str) else ["**Answer.**", "", *answer]
     return [f"## {title}", "", f"**Question.** {question}", "", "```bash", *commands, "```", "", *body,
-            f"**Answer.** {answer}", ""]
+            *answer, ""]
 
 
 # ---------------------------------------------------------------- the sections, in the task's order
@@ -228,35 +235,61 @@ def training_section(reports, rows):
         for kind, gain, n in zip(("scratch", "pretrained"), heavy_gain, seeds))
                 + (f"; TTA {100 * np.mean(tta):+.2f} points on average over {len(tta)} runs" if tta else ""))
     with_tta = {label: values(runs, "acc_tta") for label, runs in rows.items()}
-    tta_by_kind = {kind: [run["acc_tta"] - run["acc"] for label, runs in rows.items()
-                          if label.startswith(kind) for run in runs] for kind in ("scratch", "pretrained")}
-    answer = " ".join([
-        "Heavy over flips, test accuracy without TTA, from scratch: "
-        + compare(acc.get("scratch-heavy"), acc.get("scratch-flips"), "heavy", "flips")
-        + "; with transfer: " + compare(acc.get("pretrained-heavy"), acc.get("pretrained-flips"),
-                                        "heavy", "flips") + ".",
-        "The same with TTA 8, from scratch: "
-        + compare(with_tta.get("scratch-heavy"), with_tta.get("scratch-flips"), "heavy", "flips")
-        + "; with transfer: " + compare(with_tta.get("pretrained-heavy"), with_tta.get("pretrained-flips"),
-                                        "heavy", "flips") + ".",
-        "Transfer over scratch, with TTA 8: " + "; ".join(
-            f"{aug}: " + compare(with_tta.get(f"pretrained-{aug}"), with_tta.get(f"scratch-{aug}"),
-                                 "pretrained", "scratch") for aug in ("flips", "light", "heavy")) + ".",
-        (f"TTA: {100 * np.mean(tta):+.2f} points of test accuracy on average over {len(tta)} runs (each "
-         f"run with and without: from {100 * min(tta):+.2f} to {100 * max(tta):+.2f}; "
-         + ", ".join(f"{kind} {100 * np.mean(gains):+.2f} over {len(gains)}"
-                     for kind, gains in tta_by_kind.items() if gains)
-         + "; the views kept are those that do not lower validation accuracy)." if tta else "TTA: pending."),
-        "Upscaling to 160 px: " + compare(acc.get("pretrained-light-espcn"), acc.get("pretrained-light"),
-                                          "ESPCN", "bicubic") + "; "
-        + compare(acc.get("pretrained-light"), acc.get("pretrained-light-nearest"),
-                  "bicubic", "nearest") + "."])
+    answer = ["Differences in points of test accuracy, of means over the seeds each row has (the table "
+              "above); *beyond noise* where a difference exceeds twice its standard error (2 SE):", "",
+              *table(["comparison", "without TTA", "with TTA 8"], comparison_cells(acc, with_tta, rows)),
+              *in_words(MAIN_GRID)]
     return section("3. Training: transfer, flips or heavy, TTA, upscaling",
                    "Does heavy augmentation pay off over flips, from scratch and with ImageNet weights; does "
                    "transfer; does TTA; does learned upscaling?",
                    [*json.loads((ROOT / "grids.json").read_text())[MAIN_GRID].get("prepare", []),
                     MAIN_COMMAND],
                    body, answer), headline
+
+
+def comparison_cells(acc, with_tta, rows):
+    """Section 3's answer, a row per question: rows' test accuracy without and with TTA, differenced."""
+    def both(a, b):
+        return [short_difference(scores.get(a), scores.get(b)) for scores in (acc, with_tta)]
+
+    cells = [[f"heavy over flips, {how}", *both(f"{kind}-heavy", f"{kind}-flips")]
+             for kind, how in (("scratch", "from scratch"), ("pretrained", "with transfer"))]
+    cells += [[f"transfer over scratch, {aug}", *both(f"pretrained-{aug}", f"scratch-{aug}")]
+              for aug in ("flips", "light", "heavy")]
+    for kind in ("scratch", "pretrained"):  # paired: each run with and without its views
+        gains = [run["acc_tta"] - run["acc"] for label, runs in rows.items() if label.startswith(kind)
+                 for run in runs]
+        cells.append([f"TTA 8 over none, {kind} (the same runs)", "",
+                      f"{100 * np.mean(gains):+.2f} (mean of {len(gains)} runs, {100 * min(gains):+.2f} to "
+                      f"{100 * max(gains):+.2f})" if gains else "pending"])
+    upscaling = {"ESPCN": "pretrained-light-espcn", "bicubic": "pretrained-light",
+                 "nearest": "pretrained-light-nearest"}
+    cells += [[f"upscaling to 160 px: {a} over {b}", *both(upscaling[a], upscaling[b])]
+              for a, b in (("ESPCN", "bicubic"), ("bicubic", "nearest"))]
+    return cells
+
+
+def short_difference(a, b):
+    """A table cell: a's mean minus b's in points, and whether it exceeds twice its standard error."""
+    if not a or not b:
+        return "pending"
+    diff, two_se, n_a, n_b = seed_noise(a, b)
+    if two_se is None:
+        return f"{diff:+.2f} ({n_a} and {n_b} seeds: no spread yet)"
+    return f"{diff:+.2f} ({'beyond' if abs(diff) > two_se else 'within'} noise, 2 SE {two_se:.2f})"
+
+
+def grid_findings(name):
+    """A grid's findings from grids.json in words: not its figures, nor those that point back here."""
+    grid = json.loads((ROOT / "grids.json").read_text())[name]
+    return [finding for finding in grid.get("findings", [])
+            if "task.md" not in finding and not finding.startswith("![")]
+
+
+def in_words(name):
+    """An answer's closing lines: the grid's findings as a list."""
+    findings = grid_findings(name)
+    return ["", "In words (the grid's findings, kept in grids.json):", "", *(f"- {f}" for f in findings)]
 
 
 def schedule_lines(reports):
@@ -272,8 +305,7 @@ def schedule_lines(reports):
             continue
         base = values(rows.get("onecycle", []), "f1_tta")
         cells = [[label, seeds_cell(runs), mean_std(values(runs, "f1_tta")),
-                  compare(values(runs, "f1_tta"), base, label, "onecycle").split("(", 1)[1].rstrip(")")
-                  if label != "onecycle" else "the default",
+                  short_difference(values(runs, "f1_tta"), base) if label != "onecycle" else "the default",
                   mean_std([r.get("kept_epoch", r.get("best_epoch")) for r in runs], 1)]
                  for label, runs in rows.items()]
         lines += [f"[{tag}]({tag}.md), {what}:", "",
@@ -294,12 +326,11 @@ def balancing_section(reports):
             "[archive/balancing.md](archive/balancing.md).", "",
             *table(["row", "test macro-F1, TTA", "seeds", "against ce (plain cross-entropy)"],
                    against(rows, "ce") if "ce" in rows else []), ""]
-    clauses = [compare(rows.get(label), rows.get("ce"), label, "ce")
-               for label in ("sampler", "oversample", "inverse-weights", "focal", "logit-adjust")]
     best = max((label for label in rows if label not in ("ce", "balanced-reference")),
                key=lambda label: rows[label][0], default=None)
-    answer = ("Test macro-F1 against plain cross-entropy: " + "; ".join(clauses)
-              + (f". Best: {best}." if best else "."))
+    best_clause = (compare(rows[best], rows["ce"], best, "ce (plain cross-entropy)") if best and "ce" in rows
+                   else "pending")
+    answer = [f"Best, by test macro-F1: {best_clause}.", *in_words("balancing")]
     headline = (f"{best} {100 * (rows[best][0] - rows['ce'][0]):+.1f} points of macro-F1 over plain CE, "
                 f"focal {100 * (rows['focal'][0] - rows['ce'][0]):+.1f}" if best and "focal" in rows
                 else "pending")
@@ -328,8 +359,9 @@ def errors_section(reports):
             "two classes its validation analysis confuses most; scored on the balanced vehicles6 test set.",
             "", *table(["row", "test macro-F1, TTA", "seeds", "against control"],
                        against(rows, "control") if "control" in rows else []), ""]
-    answer = "; ".join(compare(rows.get(label), rows.get("control"), label, "control")
-                       for label in ("hard-examples", "oversample-confused", "heavy-confused")) + "."
+    answer = ["Fine-tuning on hard examples, by test macro-F1: "
+              + compare(rows.get("hard-examples"), rows.get("control"), "hard-examples", "control") + ".",
+              *in_words("errorloop")]
     headline = ("fine-tuning on them "
                 f"{100 * (rows['hard-examples'][0] - rows['control'][0]):+.1f} points of macro-F1 over 3 "
                 "plain epochs" if {"hard-examples", "control"} <= set(rows) else "pending")
@@ -359,6 +391,7 @@ def generator_section(reports):
                                          "with synthetic", "real only")
               + f". Trained on generated images alone (CAS, test accuracy with TTA): {cas or 'pending'}, "
               f"against 1 in {len(next(iter(rows.values()))[0]['recall_tta']) if rows else '?'} by chance.")
+    answer = [answer, *in_words("synthetic-lite0")]
     gains = [f"{arm} {100 * (np.mean(f1[f'{arm}-syn0.25']) - np.mean(f1[f'{arm}-real'])):+.2f} points"
              for arm in ("full", "low") if f"{arm}-syn0.25" in f1 and f"{arm}-real" in f1]
     headline = "added to the real images: " + (", ".join(gains) or "pending") + " of test accuracy"

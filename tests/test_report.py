@@ -27,8 +27,10 @@ def test_task_report_from_records_alone(tmp_path):
         assert "**Question.**" in part and "**Answer.**" in part and "```bash" in part
     assert "| pretrained-flips | 3/3 | 0.9010 ± 0.0010 | 0.9110 ± 0.0010 | 0.0100 ± 0.0000 |" in text
     assert "| scratch-flips | 0/3 | pending |" in text
-    assert "heavy 0.9510 against flips 0.9010 (+5.00 points, beyond seed noise" in text  # with transfer
-    assert "heavy against flips: pending" in text  # from scratch: no flips run yet
+    assert "| heavy over flips, with transfer | +5.00 (beyond noise, 2 SE 0.16) | +4.00 (beyond noise" in text
+    assert "| heavy over flips, from scratch | pending | pending |" in text  # no flips run yet
+    findings = report.grid_findings(report.MAIN_GRID)  # in words, from grids.json, not those that point here
+    assert findings and all(f"\n- {finding}\n" in text and "task.md" not in finding for finding in findings)
     # no eda.json
     assert "python eda.py" in text.split("## 2.")[0] and "**Answer.** pending" in text.split("## 2.")[0]
     assert ([anchor for _, anchor, _ in headlines][2]
@@ -58,8 +60,7 @@ def test_grids_older_than_their_records_are_read_from_their_report_table(tmp_pat
     text = report.write_task_report(tmp_path)[0].read_text()
     section = text.split("## 5.")[1].split("## 6.")[0]
     assert "hard-examples 0.8400 against control 0.7900 (+5.00 points, beyond seed noise" in section
-    assert ("heavy-confused 0.7800 against control 0.7900 (-1.00 points; 1 and 3 seeds: no spread yet)"
-            in section)
-    assert "oversample-confused against control: pending" in section
+    assert "| heavy-confused | 0.7800 | 1 | -1.00 (1 and 3 seeds: no spread yet) |" in section
+    assert "| hard-examples | 0.8400 ± 0.0100 | 3 | +5.00 (beyond noise, 2 SE 1.63) |" in section
     # no archive/balancing.md in this folder
-    assert "**Answer.** Test macro-F1 against plain cross-entropy: sampler against ce: pending" in text
+    assert "**Answer.**\n\nBest, by test macro-F1: pending." in text.split("## 4.")[1]
