@@ -68,6 +68,7 @@ DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5
 # ../shared/bench on 85% of the images (the measurements: reports/vs_plain.md).
 BUDGET = {"smallcnn": dict(size=64, epochs=30), "backbone": dict(size=192, epochs=7)}
 MIN_STEPS = 300
+PLOT_EVERY_S = 60  # drawing curves.png takes 1-2 s on a CPU: up to a fifth of a small CNN epoch
 SMALL_DATASET = 1000  # fewer training images than this: batches of 16, twice the optimizer steps
 
 
@@ -311,35 +312,49 @@ def main(argv=None):
 
 def train_epochs(run):
     """The loop: an epoch of training, validation, the checkpoints and the log, until the last epoch or an
-    early stop."""
-    args = run.args
-    for epoch in range(run.start_epoch, args.epochs + 1):
-        started = time.time()
-        criterion, loss_name = make_criterion(args, epoch, run.class_weights,
-                                              run.focal_since)  # CE, then focal
-        if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
-            print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
-        train_loss, train_acc = train_one_epoch(run, criterion, epoch)
-        metrics = evaluate(run, run.eval_model)[0] if run.val.paths else {}
-        check_finite(run, epoch, train_loss, metrics)  # before the checkpoint: a NaN model is never saved
-        is_best = run.stopper.update(metrics)
-        on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
-        row = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
-               "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
-               **metrics, "seconds": time.time() - started}
-        if run.rank == 0:  # under torchrun, one process writes
-            save_checkpoint(run.checkpoint(epoch, row), is_best, run.run_dir)  # best.pt if improved, last.pt
-            append_csv(run.run_dir / "log.csv", row)  # after the checkpoint: resume repairs a missing row
+    early stop. curves.png is redrawn at most every PLOT_EVERY_S seconds, and once at the end."""
+    args, plotted = run.args, time.time()
+    try:
+        for epoch in range(run.start_epoch, args.epochs + 1):
+            row, is_best = train_and_validate(run, epoch)
+            if run.rank == 0:  # under torchrun, one process writes
+                save_checkpoint(run.checkpoint(epoch, row), is_best, run.run_dir)  # best.pt if improved
+                append_csv(run.run_dir / "log.csv", row)  # after the checkpoint: resume repairs a missing row
+                if time.time() - plotted > PLOT_EVERY_S:
+                    plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
+                    plotted = time.time()
+                print_epoch(run, row, is_best)
+            if run.stopper.stop and annealed(run.optimizer):
+                print(f"early stop: {args.monitor} has not improved for {run.stopper.bad_epochs} epochs, and "
+                      "the learning rate is down to a tenth of its peak")
+                break
+    finally:  # interrupted too: the figure shows every epoch log.csv holds
+        if run.rank == 0 and (run.run_dir / "log.csv").exists():
             plot_curves(read_csv(run.run_dir / "log.csv"), run.run_dir / "curves.png")
-            scores = (f"val loss {metrics['val_loss']:.4f} acc {metrics['val_acc']:.4f} f1 "
-                      f"{metrics['val_f1']:.4f}" if metrics else "no validation")
-            size = f" at {epoch_img_size(args, epoch)} px" if args.progressive else ""
-            print(f"epoch {epoch:3d}{size} | {loss_name} loss {train_loss:.4f} acc {train_acc:.4f} | "
-                  f"{scores} | {row['seconds']:.0f}s{' | best' if is_best else ''}")
-        if run.stopper.stop and annealed(run.optimizer):
-            print(f"early stop: {args.monitor} has not improved for {run.stopper.bad_epochs} epochs, and the "
-                  "learning rate is down to a tenth of its peak")
-            break
+
+
+def train_and_validate(run, epoch):
+    """Training and validation: (the epoch's log row, whether it is the best so far)."""
+    args, started = run.args, time.time()
+    criterion, loss_name = make_criterion(args, epoch, run.class_weights, run.focal_since)  # CE, then focal
+    if loss_name == "focal" and epoch in (args.switch_to_focal_epoch, run.focal_since) and run.rank == 0:
+        print(f"epoch {epoch}: switching the loss from cross-entropy to focal (gamma {args.focal_gamma})")
+    train_loss, train_acc = train_one_epoch(run, criterion, epoch)
+    metrics = evaluate(run, run.eval_model)[0] if run.val.paths else {}
+    check_finite(run, epoch, train_loss, metrics)  # before the checkpoint: a NaN model is never saved
+    is_best = run.stopper.update(metrics)
+    on_plateau(run, epoch)  # --switch-to-focal-on-plateau, --schedule plateau
+    return {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], "loss_fn": loss_name,
+            "head_only": epoch <= args.freeze_epochs, "train_loss": train_loss, "train_acc": train_acc,
+            **metrics, "seconds": time.time() - started}, is_best
+
+
+def print_epoch(run, row, is_best):
+    scores = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} f1 {row['val_f1']:.4f}"
+              if "val_loss" in row else "no validation")
+    size = f" at {epoch_img_size(run.args, row['epoch'])} px" if run.args.progressive else ""
+    print(f"epoch {row['epoch']:3d}{size} | {row['loss_fn']} loss {row['train_loss']:.4f} acc "
+          f"{row['train_acc']:.4f} | {scores} | {row['seconds']:.0f}s{' | best' if is_best else ''}")
 
 
 def annealed(optimizer):

@@ -387,3 +387,15 @@ def test_progressive_resizing_trains_the_first_epochs_on_smaller_batches(tmp_pat
     assert shapes and set(shapes) == {(32, 16)}  # only the first epoch's batches, shrunk on the device
     out = capsys.readouterr().out
     assert "epoch   1 at 16 px" in out and "epoch   3 at 32 px" in out
+
+
+@pytest.mark.parametrize("every, draws", [(1e9, 1), (-1, 3)])  # never while training / every epoch, + the end
+def test_curves_are_drawn_at_most_every_plot_every_s_and_at_the_end(tmp_path, competition, monkeypatch,
+                                                                     every, draws):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "PLOT_EVERY_S", every)
+    calls = []
+    plot = train.plot_curves
+    monkeypatch.setattr(train, "plot_curves", lambda rows, path: calls.append(len(rows)) or plot(rows, path))
+    run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "2", "--name", f"plots{draws}"))
+    assert calls[-1] == 2 and len(calls) == draws and (run_dir / "curves.png").stat().st_size > 1000
