@@ -312,6 +312,12 @@ def update_readme(results):
     replace_in_readme("vs_plain", rows)
 
 
+def latest_reference(results, this):
+    """The row whose reference ran last for this key's set, kind and seed, beside whichever recipe."""
+    rows = sorted((r for r in results if key(r)[:3] == this[:3]), key=lambda r: r["reference_when"])
+    return rows[-1] if rows else None
+
+
 def recipe(text):
     """--recipe NAME=ARGS -> (NAME, [ARGS split as the shell would])."""
     name, sep, extra = text.partition("=")
@@ -325,8 +331,8 @@ def main():
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated, from: " + ", ".join(SETS))
     p.add_argument("--kinds", default=",".join(KINDS), help="pretrained, scratch or both")
     p.add_argument("--reuse-reference", action="store_true",
-                   help="keep each row's stored reference figures (same machine, run earlier) and rerun "
-                        "only ours")
+                   help="keep the reference figures measured last for each set, kind and seed (same "
+                        "machine, run earlier, beside any recipe) and rerun only ours")
     p.add_argument("--seeds", type=int, default=1, help="run both sides with seeds 0..N-1")
     p.add_argument("--recipe", type=recipe, metavar="NAME=ARGS",
                    help="a candidate: ours with ARGS after the default command, recorded under NAME")
@@ -341,9 +347,8 @@ def main():
                 if name == "digits" and kind == "pretrained":
                     continue  # 8 px scans: the digits are the scratch model's set
                 this = (name, kind, seed, args.recipe and args.recipe[0])
-                earlier = [r for r in results if key(r) in (this, this[:3] + (None,))]  # or the default's
-                row = compare(name, kind, seed, earlier[-1] if args.reuse_reference and earlier else None,
-                              args.recipe)
+                row = compare(name, kind, seed, latest_reference(results, this) if args.reuse_reference
+                              else None, args.recipe)
                 results = [r for r in results if key(r) != this] + [row]
                 store.write_text(json.dumps(results, indent=1))
                 print(row, flush=True)

@@ -59,3 +59,11 @@ def test_a_candidate_recipe_is_a_row_of_its_own_and_stays_out_of_the_headline(tm
     assert "| vehicles6 | scratch | default | 1 | 0.9800 |" in candidates
     assert "| scratch | short: `--epochs 5` | 1 | 0.9700 | 0.9000 | 0.9600 | 40 | 0.40 |" in candidates
     assert "vehicles6 scratch short seed 1 then, now" in candidates
+
+
+def test_reuse_reference_takes_the_latest_reference_of_the_set_kind_and_seed():
+    rows = [{"set": "a", "kind": "scratch", "seed": 0, "reference_when": "2026-12-02 07:00"},
+            {"set": "a", "kind": "scratch", "seed": 0, "recipe_name": "e15", "reference_when": "2026-12-05"},
+            {"set": "a", "kind": "scratch", "seed": 1, "reference_when": "2026-12-06 00:00"}]
+    assert vs_plain.latest_reference(rows, ("a", "scratch", 0, "e15p32")) is rows[1]
+    assert vs_plain.latest_reference(rows, ("a", "pretrained", 0, None)) is None
