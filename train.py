@@ -12,15 +12,15 @@ Usage:
     torchrun --nproc_per_node 8 train.py --pretrained  # one process per GPU
 
 The loop (main): mixed precision, AdamW or SGD, a learning rate stepped every batch through a linear
-warmup into OneCycle's cosine annealing (or --schedule), cross-entropy or focal loss (switching from
-CE to focal at an epoch or when the metric stalls), label smoothing, mixup/cutmix, class balancing
-(balance.py), EMA of the weights, head-only epochs, progressive resizing (smaller batches first, on the
-device), early stopping, best.pt when the monitored metric
-improves and last.pt every epoch. Settings are made in one place, resolve_settings: what the command
-line leaves out comes from the model kind (DEFAULTS) and the data (derive_defaults: input size, batch
-size, epochs), is printed with its source, and is read-only from then on. Validation uses val/ when the
-folder has one, else a stratified 15% of train/ that keeps near-duplicates on one side
-(data.holdout_split); synthetic and pseudo-labeled images only ever join the training set.
+warmup into OneCycle's cosine annealing (or --schedule), cross-entropy or focal loss (switching from CE
+to focal at an epoch or when the metric stalls), label smoothing, mixup/cutmix, class balancing
+(balance.py), EMA of the weights, head-only epochs, progressive resizing (smaller images first, shrunk
+on the device), early stopping, best.pt when the monitored metric improves and last.pt every epoch.
+Settings are made in one place, resolve_settings: what the command line leaves out comes from the model
+kind (DEFAULTS) and the data (derive_defaults: input size, batch size, epochs), is printed with its
+source, and is read-only from then on. Validation uses val/ when the folder has one, else a stratified
+15% of train/ that keeps near-duplicates on one side (data.holdout_split); synthetic and pseudo-labeled
+images only ever join the training set.
 
 Each run folder holds config.json (every setting, where each one not given came from, package
 versions, git commit), split_counts.csv and split.csv (which images trained and validated), log.csv (a
