@@ -130,7 +130,8 @@ def run_ours(data, kind, seed, tag, extra=()):
     predict_seconds, _ = timed([sys.executable, "predict.py", "--run", run, "--tta", "8"],
                                OUT / f"{tag}-predict.log")
     metrics = json.loads((run / "test_metrics.json").read_text())
-    config = json.loads((run / "config.json").read_text())["args"]
+    saved = json.loads((run / "config.json").read_text())
+    config, env = saved["args"], saved["environment"]
     with open(run / "log.csv", newline="") as f:
         kept = kept_row(list(csv.DictReader(f)), config["monitor"])
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "tta_views": metrics["tta_view_names"],
@@ -140,7 +141,8 @@ def run_ours(data, kind, seed, tag, extra=()):
             "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
                       f"batch {config['batch_size']}"
                       + (f", from {config['progressive']} px" if config.get("progressive") else ""),
-            "machine": f"{platform.machine()}, {config.get('workers')} loader worker(s)", "when": when}
+            "machine": f"{env.get('cpu_model') or platform.machine()} ({env.get('cpu_capability', '?')}), "
+                       f"{config.get('workers')} loader worker(s)", "when": when}
 
 
 def reference_curve(output):
@@ -269,7 +271,8 @@ def write_report(results):
     lines += [f"\n![{name}: accuracy against training seconds]({path.relative_to(REPORT.parent)})"
               for name, path in figures if path]
     lines += ["", f"Machine: {platform.processor() or platform.machine()}. When each ran (reference, ours): "
-              + "; ".join(f"{label(r)} {r['reference_when']}, {r['when']}" for r in results) + "."]
+              + "; ".join(f"{label(r)} {r['reference_when']}, {r['when']} ({r['machine']})" for r in results)
+              + "."]
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))

@@ -42,7 +42,8 @@ def test_a_candidate_recipe_is_a_row_of_its_own_and_stays_out_of_the_headline(tm
                                                                     "reference_when": "then"})
     monkeypatch.setattr(vs_plain, "run_ours", lambda data, kind, seed, tag, extra: calls.append((tag, extra))
                         or {"acc": 0.95, "acc_tta": 0.96, "tta_views": ["plain"], "train_seconds": 40,
-                            "when": "now", "kept_val_acc": 0.97, "recipe": "smallcnn, 5 epochs"})
+                            "when": "now", "kept_val_acc": 0.97, "machine": "AMD EPYC (AVX2)",
+                            "recipe": "smallcnn, 5 epochs"})
     candidate = vs_plain.compare("vehicles6", "scratch", 1, recipe=("short", ["--epochs", "5"]))
     assert calls == [("vehicles6-scratch-short-s1", ["--epochs", "5"])]
     assert vs_plain.key(candidate) == ("vehicles6", "scratch", 1, "short")
@@ -58,7 +59,7 @@ def test_a_candidate_recipe_is_a_row_of_its_own_and_stays_out_of_the_headline(tm
     assert "short" not in main_table and len(readme) == 3 and "80 s / 100 s = 0.80" in readme[2]
     assert "| vehicles6 | scratch | default | 1 | 0.9800 |" in candidates
     assert "| scratch | short: `--epochs 5` | 1 | 0.9700 | 0.9000 | 0.9600 | 40 | 0.40 |" in candidates
-    assert "vehicles6 scratch short seed 1 then, now" in candidates
+    assert "vehicles6 scratch short seed 1 then, now (AMD EPYC (AVX2))" in candidates
 
 
 def test_reuse_reference_takes_the_latest_reference_of_the_set_kind_and_seed():
