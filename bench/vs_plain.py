@@ -133,11 +133,12 @@ def run_ours(data, kind, seed, tag, extra=()):
     saved = json.loads((run / "config.json").read_text())
     config, env = saved["args"], saved["environment"]
     with open(run / "log.csv", newline="") as f:
-        kept = kept_row(list(csv.DictReader(f)), config["monitor"])
+        log = list(csv.DictReader(f))
+    kept = kept_row(log, config["monitor"])
     return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "tta_views": metrics["tta_view_names"],
             "kept_val_acc": float(kept["val_acc"]), "kept_epoch": int(kept["epoch"]),
             "train_seconds": round(train_seconds), "predict_seconds": round(predict_seconds),
-            "curve": our_curve(run / "log.csv"),
+            "curve": our_curve(log),
             "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
                       f"batch {config['batch_size']}"
                       + (f", from {config['progressive']} px" if config.get("progressive") else ""),
@@ -152,44 +153,53 @@ def reference_curve(output):
             re.findall(r"test accuracy ([\d.]+), (\d+) s", output)]
 
 
-def our_curve(log_csv):
-    """[(seconds, validation accuracy)] after each epoch of our run, from its log.csv: the epochs' own
-    seconds summed (start-up and the image cache excluded, as in reference_curve). Validation stands in
-    for the test set, which only predict.py sees."""
-    with open(log_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+def our_curve(rows):
+    """[(seconds, validation accuracy)] after each epoch of our run, from the rows of its log.csv: the
+    epochs' own seconds summed (start-up and the image cache excluded, as in reference_curve). Validation
+    stands in for the test set, which only predict.py sees."""
     elapsed = itertools.accumulate(float(r["seconds"]) for r in rows)
     return [[round(seconds, 1), float(r["val_acc"])] for seconds, r in zip(elapsed, rows)]
 
 
 def plot_time_to_accuracy(results, name):
-    """reports/vs_plain/NAME.png: accuracy against training seconds, a panel per kind, every seed's
-    curve of the plain script (test accuracy) and of ours (validation accuracy, and the test accuracy
+    """reports/vs_plain/NAME.png: accuracy against training seconds, a panel per kind: every seed's curve
+    of the plain script (test accuracy, each reference run once) and of ours, the default command and each
+    candidate recipe in a colour of its own (validation accuracy, and as a star the test accuracy
     predict.py measured at the end of training). None when no row of the set has curves."""
     rows = [r for r in results if r["set"] == name and r.get("curve") and r.get("reference_curve")]
     if not rows:
         return None
     kinds = sorted({r["kind"] for r in rows})
+    recipes = sorted({r.get("recipe_name", "") for r in rows})  # "" (the default) first
+    colours = dict(zip(recipes, ["tab:blue", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:pink",
+                                 "tab:olive", "tab:cyan"] * 4))
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
+        labelled, references = set(), set()
         for r in (r for r in rows if r["kind"] == kind):
-            for curve, colour, label in ((r["reference_curve"], "tab:orange", "plain script, test"),
-                                         (r["curve"], "tab:blue", "ours, validation")):
-                ax.plot(*zip(*curve), color=colour, marker=".", alpha=0.8,
-                        label=label if r["seed"] == 0 else None)
-            ax.scatter([r["curve"][-1][0]], [r["acc_tta"]], color="tab:blue", marker="*", s=120, zorder=3,
-                       label="ours, test (predict.py --tta 8)" if r["seed"] == 0 else None)
+            recipe_name = r.get("recipe_name", "")
+            if (r.get("reference_when"), r.get("seed", 0)) not in references:  # --reuse-reference shares one
+                references.add((r.get("reference_when"), r.get("seed", 0)))
+                ax.plot(*zip(*r["reference_curve"]), color="tab:orange", marker=".", alpha=0.8,
+                        label=None if "plain" in labelled else "plain script, test")
+                labelled.add("plain")
+            ours = f"ours{' ' + recipe_name if recipe_name else ''}"
+            ax.plot(*zip(*r["curve"]), color=colours[recipe_name], marker=".", alpha=0.8,
+                    label=None if ours in labelled else f"{ours}, validation")
+            ax.scatter([r["curve"][-1][0]], [r["acc_tta"]], color=colours[recipe_name], marker="*", s=120,
+                       zorder=3, label=None if ours in labelled else f"{ours}, test (TTA 8)")
+            labelled.add(ours)
         ax.set(title=f"{name}, {kind}", xlabel="training seconds (epochs only)", ylabel="accuracy")
-        late = [acc for r in rows for curve in (r["curve"], r["reference_curve"])
+        late = [acc for r in rows if r["kind"] == kind for curve in (r["curve"], r["reference_curve"])
                 for _, acc in curve[len(curve) // 3:]]  # the last two thirds: where the sides differ
         ax.set_ylim(max(0.0, min(late) - 0.05), 1.0)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=7)
     path = PLOTS / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
@@ -239,6 +249,22 @@ def time_to_reference(runs):
     return f"{statistics.mean(ratios):.2f}{spread}"
 
 
+def reference_at_half(runs):
+    """The plain script's own test accuracy at half its training seconds (its last epoch by then), over the
+    seeds with curves; '-' without. What the plain script had at a time ratio of 0.5: mid-schedule, so
+    below what it would reach with half the epochs, but a measure of how fast its recipe converges."""
+    values, seen = [], set()
+    for r in (r for r in runs if r.get("reference_curve")):
+        if (r.get("reference_when"), r.get("seed", 0)) in seen:
+            continue  # one reference run beside several recipes (--reuse-reference) counts once
+        seen.add((r.get("reference_when"), r.get("seed", 0)))
+        half = r["reference_curve"][-1][0] / 2
+        values.append(([acc for seconds, acc in r["reference_curve"] if seconds <= half] or [0.0])[-1])
+    if not values:
+        return "-"
+    return mean_std([{"acc": v} for v in values], "acc")
+
+
 def time_ratio(runs):
     return sum(r["train_seconds"] for r in runs) / sum(r["reference_seconds"] for r in runs)
 
@@ -265,9 +291,8 @@ def write_report(results):
                      f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | "
                      f"{time_to_reference(runs)} | {first['recipe']} | {'; '.join(views)} |")
     if any("recipe_name" in r for r in results):
-        lines += candidate_table(results)
-    defaults = [r for r in results if "recipe_name" not in r]
-    figures = [(name, plot_time_to_accuracy(defaults, name)) for name in sorted({r["set"] for r in defaults})]
+        lines += candidate_table(results) + verdict_table(results)
+    figures = [(name, plot_time_to_accuracy(results, name)) for name in sorted({r["set"] for r in results})]
     lines += [f"\n![{name}: accuracy against training seconds]({path.relative_to(REPORT.parent)})"
               for name, path in figures if path]
     lines += ["", f"Machine: {platform.processor() or platform.machine()}. When each ran (reference, ours): "
@@ -285,19 +310,60 @@ def candidate_table(results):
     lines = ["", "## Candidate recipes", "",
              "`python bench/vs_plain.py --recipe NAME=ARGS`: the default command with ARGS after it. A "
              "default changes where a recipe keeps validation accuracy at a lower time ratio on every set.",
-             "", "| set | kind | recipe | seeds | val acc, kept epoch | reference acc | ours acc, TTA | "
-             "ours s | time ratio | time to its accuracy | our recipe |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "*Plain at half its time*: the plain script's test accuracy after its last epoch within half "
+             "its training seconds, what it had at a time ratio of 0.5 (mid-schedule: a measure of how fast "
+             "its own recipe converges, where ours must beat its final accuracy in that time).",
+             "", "| set | kind | recipe | seeds | val acc, kept epoch | reference acc | plain at half its "
+             "time | ours acc, TTA | ours s | time ratio | time to its accuracy | our recipe |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for runs in by_row(results, candidates=True):
         first = runs[0]
         name = (f"{first['recipe_name']}: `{first['recipe_args']}`" if "recipe_name" in first
                 else "default")
         val = mean_std(runs, "kept_val_acc") if all("kept_val_acc" in r for r in runs) else "-"
         lines.append(f"| {first['set']} | {first['kind']} | {name} | {len(runs)} | {val} | "
-                     f"{mean_std(runs, 'reference_acc')} | {mean_std(runs, 'acc_tta')} | "
-                     f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | "
-                     f"{time_to_reference(runs)} | {first['recipe']} |")
+                     f"{mean_std(runs, 'reference_acc')} | {reference_at_half(runs)} | "
+                     f"{mean_std(runs, 'acc_tta')} | {mean_std(runs, 'train_seconds', 0)} | "
+                     f"{time_ratio(runs):.2f} | {time_to_reference(runs)} | {first['recipe']} |")
     return lines
+
+
+def verdict_table(results):
+    """Markdown lines, a row per set and kind: the fastest recipe measured (the default command or a
+    candidate) whose test accuracy with TTA is at least the plain script's, and the most accurate one
+    within half the plain script's time; each over the seeds it ran, against the references of its own
+    runs. Where no recipe does both, the last column says how far the plain script itself had got."""
+    lines = ["", "## Half the time: what was reached", "",
+             "Per set and kind, over every row above (the default command and the candidates): the fastest "
+             "recipe whose test accuracy with TTA 8 is at least the plain script's (mean over its seeds, "
+             "each against the reference run beside it), and the most accurate within a time ratio of 0.5. "
+             "Time ratios measured on different machines differ: the machine is named beside each.", "",
+             "| set | kind | fastest at the plain script's accuracy | time ratio | most accurate at ratio "
+             "≤ 0.5 | its accuracy, TTA / plain | plain at half its time |", "|---|---|---|---|---|---|---|"]
+    groups = {}
+    for runs in by_row(results, candidates=True):
+        groups.setdefault((runs[0]["kind"], runs[0]["set"]), []).append(runs)
+    for (kind, name), rows in sorted(groups.items()):
+        matching = sorted((runs for runs in rows if mean(runs, "acc_tta") >= mean(runs, "reference_acc")),
+                          key=time_ratio)
+        within = sorted((runs for runs in rows if time_ratio(runs) <= 0.5),
+                        key=lambda runs: -mean(runs, "acc_tta"))
+        fastest = f"{recipe_label(matching[0])} | {time_ratio(matching[0]):.2f}" if matching else "none | -"
+        best = (f"{recipe_label(within[0])} | {mean(within[0], 'acc_tta'):.4f} / "
+                f"{mean(within[0], 'reference_acc'):.4f}") if within else "none measured | -"
+        lines.append(f"| {name} | {kind} | {fastest} | {best} | "
+                     f"{reference_at_half([r for runs in rows for r in runs])} |")
+    return lines
+
+
+def mean(runs, key):
+    return statistics.mean(float(r[key]) for r in runs)
+
+
+def recipe_label(runs):
+    """'e10p32 (2 seeds, AMD EPYC (AVX2))': the recipe, its seeds and the machine it ran on."""
+    machine = runs[0]["machine"].split(",")[0]  # without the loader workers
+    return f"{runs[0].get('recipe_name', 'default')} ({len(runs)} seed{'s' * (len(runs) > 1)}, {machine})"
 
 
 def update_readme(results):

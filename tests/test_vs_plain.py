@@ -19,16 +19,22 @@ def test_the_sides_alternate_from_seed_to_seed(monkeypatch):
 def test_curves_time_to_accuracy_and_the_figure(tmp_path, monkeypatch):
     output = "warning: x\nepoch 1: test accuracy 0.5000, 10 s\nepoch 2: test accuracy 0.9000, 21 s\n"
     assert vs_plain.reference_curve(output) == [[10.0, 0.5], [21.0, 0.9]]
-    log = tmp_path / "log.csv"
-    log.write_text("epoch,val_acc,seconds\n1,0.6,4.0\n2,0.95,4.5\n3,0.97,4.5\n")
+    log = [{"epoch": str(epoch), "val_acc": acc, "seconds": seconds}  # log.csv rows, as csv reads them
+           for epoch, acc, seconds in ((1, "0.6", "4.0"), (2, "0.95", "4.5"), (3, "0.97", "4.5"))]
     assert vs_plain.our_curve(log) == [[4.0, 0.6], [8.5, 0.95], [13.0, 0.97]]
     row = {"set": "tiny", "kind": "scratch", "seed": 0, "reference_acc": 0.9, "acc_tta": 0.96,
            "reference_curve": vs_plain.reference_curve(output), "curve": vs_plain.our_curve(log)}
     assert vs_plain.time_to_reference([row]) == f"{8.5 / 21:.2f}"  # 0.95 >= 0.9 after 8.5 of 21 s
     assert vs_plain.time_to_reference([{**row, "reference_acc": 0.99}]) == "not reached (1 of 1 seeds)"
     assert vs_plain.time_to_reference([{"reference_acc": 0.9}]) == "-"  # rows measured before curves
+    assert vs_plain.reference_at_half([row]) == "0.5000"  # epoch 1 (10 s) is within half of 21 s
+    late = {**row, "seed": 1, "reference_curve": [[30.0, 0.7], [40.0, 0.8]]}  # no epoch within 20 s: 0
+    assert vs_plain.reference_at_half([row, late]) == "0.2500 ± 0.3536"
+    assert vs_plain.reference_at_half([row, row]) == "0.5000"  # one reference beside two recipes counts once
+    assert vs_plain.reference_at_half([{"reference_acc": 0.9}]) == "-"
     monkeypatch.setattr(vs_plain, "PLOTS", tmp_path / "plots")
-    path = vs_plain.plot_time_to_accuracy([row, {**row, "seed": 1}], "tiny")
+    candidate = {**row, "recipe_name": "short", "curve": [[3.0, 0.7], [6.0, 0.93]], "acc_tta": 0.94}
+    path = vs_plain.plot_time_to_accuracy([row, {**row, "seed": 1}, candidate], "tiny")
     assert path == tmp_path / "plots" / "tiny.png" and path.stat().st_size > 1000
     assert vs_plain.plot_time_to_accuracy([{"set": "tiny"}], "tiny") is None
 
@@ -58,8 +64,13 @@ def test_a_candidate_recipe_is_a_row_of_its_own_and_stays_out_of_the_headline(tm
     main_table, candidates = report.split("## Candidate recipes")
     assert "short" not in main_table and len(readme) == 3 and "80 s / 100 s = 0.80" in readme[2]
     assert "| vehicles6 | scratch | default | 1 | 0.9800 |" in candidates
-    assert "| scratch | short: `--epochs 5` | 1 | 0.9700 | 0.9000 | 0.9600 | 40 | 0.40 |" in candidates
+    assert "| scratch | short: `--epochs 5` | 1 | 0.9700 | 0.9000 | - | 0.9600 | 40 | 0.40 |" in candidates
     assert "vehicles6 scratch short seed 1 then, now (AMD EPYC (AVX2))" in candidates
+    verdict = candidates.split("## Half the time")[1]  # both reach 0.9; only the candidate in 0.5
+    short = "short (1 seed, AMD EPYC (AVX2))"
+    assert f"| vehicles6 | scratch | {short} | 0.40 | {short} | 0.9600 / 0.9000 | - |" in verdict
+    slow = [{**default, "acc_tta": 0.85}]  # below the plain script, over the time: nothing reached
+    assert vs_plain.verdict_table(slow)[-1] == "| vehicles6 | scratch | none | - | none measured | - | - |"
 
 
 def test_reuse_reference_takes_the_latest_reference_of_the_set_kind_and_seed():
