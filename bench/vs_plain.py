@@ -18,6 +18,7 @@ Usage:
     python bench/vs_plain.py --sets trashnet6 --kinds pretrained
     python bench/vs_plain.py --kinds scratch --reuse-reference # ours again, the references as before
     python bench/vs_plain.py --sets utilityvehicles10 --kinds scratch --seeds 3
+    python bench/vs_plain.py --sets trashnet6 --kinds pretrained --seeds 2 --first-seed 1  # add seed 1
     python bench/vs_plain.py --report                          # rewrite the report from the results
     python bench/vs_plain.py --kinds pretrained --reuse-reference --recipe "p128=--progressive 128"
 
@@ -403,6 +404,8 @@ def main():
                    help="keep the reference figures measured last for each set, kind and seed (same "
                         "machine, run earlier, beside any recipe) and rerun only ours")
     p.add_argument("--seeds", type=int, default=1, help="run both sides with seeds 0..N-1")
+    p.add_argument("--first-seed", type=int, default=0, metavar="S",
+                   help="start at seed S instead (seeds S..N-1): add seeds to rows measured before")
     p.add_argument("--recipe", type=recipe, metavar="NAME=ARGS",
                    help="a candidate: ours with ARGS after the default command, recorded under NAME")
     p.add_argument("--report", action="store_true", help="only rewrite the report from the results so far")
@@ -412,7 +415,7 @@ def main():
     results = json.loads(store.read_text()) if store.exists() else []
     if not args.report:
         for name in args.sets.split(","):
-            for kind, seed in ((k, s) for k in args.kinds.split(",") for s in range(args.seeds)):
+            for kind, seed in itertools.product(args.kinds.split(","), range(args.first_seed, args.seeds)):
                 if name == "digits" and kind == "pretrained":
                     continue  # 8 px scans: the digits are the scratch model's set
                 this = (name, kind, seed, args.recipe and args.recipe[0])
