@@ -177,14 +177,12 @@ def plot_time_to_accuracy(results, name):
     plt = pyplot()
     fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        labelled, references = set(), set()
+        for i, curve in enumerate(reference_curves(r for r in rows if r["kind"] == kind).values()):
+            ax.plot(*zip(*curve), color="tab:orange", marker=".", alpha=0.8,
+                    label=None if i else "plain script, test")
+        labelled = set()
         for r in (r for r in rows if r["kind"] == kind):
             recipe_name = r.get("recipe_name", "")
-            if (r.get("reference_when"), r.get("seed", 0)) not in references:  # --reuse-reference shares one
-                references.add((r.get("reference_when"), r.get("seed", 0)))
-                ax.plot(*zip(*r["reference_curve"]), color="tab:orange", marker=".", alpha=0.8,
-                        label=None if "plain" in labelled else "plain script, test")
-                labelled.add("plain")
             ours = f"ours{' ' + recipe_name if recipe_name else ''}"
             ax.plot(*zip(*r["curve"]), color=colours[recipe_name], marker=".", alpha=0.8,
                     label=None if ours in labelled else f"{ours}, validation")
@@ -228,7 +226,11 @@ def key(row):
 
 def mean_std(runs, key, digits=4):
     """A column over seeds: the value for one seed, mean ± sample std for more."""
-    values = [float(r[key]) for r in runs]
+    return spread([float(r[key]) for r in runs], digits)
+
+
+def spread(values, digits=4):
+    """One value as it is; several as mean ± sample std."""
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
@@ -254,16 +256,18 @@ def reference_at_half(runs):
     """The plain script's own test accuracy at half its training seconds (its last epoch by then), over the
     seeds with curves; '-' without. What the plain script had at a time ratio of 0.5: mid-schedule, so
     below what it would reach with half the epochs, but a measure of how fast its recipe converges."""
-    values, seen = [], set()
-    for r in (r for r in runs if r.get("reference_curve")):
-        if (r.get("reference_when"), r.get("seed", 0)) in seen:
-            continue  # one reference run beside several recipes (--reuse-reference) counts once
-        seen.add((r.get("reference_when"), r.get("seed", 0)))
-        half = r["reference_curve"][-1][0] / 2
-        values.append(([acc for seconds, acc in r["reference_curve"] if seconds <= half] or [0.0])[-1])
-    if not values:
-        return "-"
-    return mean_std([{"acc": v} for v in values], "acc")
+    values = []
+    for curve in reference_curves(runs).values():
+        half = curve[-1][0] / 2
+        values.append(([acc for seconds, acc in curve if seconds <= half] or [0.0])[-1])
+    return spread(values) if values else "-"
+
+
+def reference_curves(runs):
+    """{(when, seed): curve} of the reference runs behind these rows: one reference run beside several
+    recipes (--reuse-reference) counts once."""
+    return {(r.get("reference_when"), r.get("seed", 0)): r["reference_curve"]
+            for r in runs if r.get("reference_curve")}
 
 
 def time_ratio(runs):
