@@ -61,8 +61,9 @@ from choices import (
 # recipe grid: reports/archive/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain
 # script in ../shared/bench does. Input size and epochs come from the data (derive_defaults).
 DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e-4, label_smoothing=0.1,
-                             drop=0.2),
-            "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
+                             drop=0.2, freeze_stages=0),
+            "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0,
+                             freeze_stages=0)}
 # The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
 # at least MIN_STEPS optimizer steps, so that a small dataset still trains, but never more than 3x the
 # epochs. The small CNN gets 30 epochs because it must catch up with the plain scripts in
@@ -164,6 +165,9 @@ def optimisation_options(p):
                         "before each x0.1")
     g.add_argument("--freeze-epochs", type=NON_NEGATIVE_INT, default=0,
                    help="train only the head for the first N epochs")
+    g.add_argument("--freeze-stages", type=NON_NEGATIVE_INT, metavar="N",
+                   help="keep a pretrained backbone's stem and first N stages at their ImageNet weights: "
+                        "no backward pass through its largest feature maps (default 0)")
     g.add_argument("--accum", type=POSITIVE_INT, default=1,
                    help="accumulate gradients over N batches per optimizer step")
     g.add_argument("--ema", type=PROBABILITY, default=0.0,
@@ -262,7 +266,7 @@ from data import (
     take_fraction,
     train_val_split,
 )
-from models import build_model, load_run
+from models import build_model, early_stages, load_run
 from utils import (
     UserError,
     amp_dtype,
@@ -462,9 +466,9 @@ def train_one_epoch(run, criterion, epoch):
     warmup, then --schedule), the EMA after every step. Returns (mean loss, accuracy)."""
     model, args = run.model, run.args
     model.train()
-    head_only = epoch <= args.freeze_epochs  # --freeze-epochs: a new head first, the backbone untouched
-    for param in model.features.parameters():
-        param.requires_grad_(not head_only)
+    model.features.requires_grad_(epoch > args.freeze_epochs)  # --freeze-epochs: a new head first
+    for module in run.frozen:  # --freeze-stages: never trained
+        module.requires_grad_(False)
     epoch_seed = args.seed * 10_000 + epoch  # order, augmentation, dropout and mixing
                                              # depend on seed and epoch only
     torch.manual_seed(epoch_seed)
@@ -589,6 +593,7 @@ class Run:
     counts: np.ndarray
     model: nn.Module
     net: nn.Module
+    frozen: list  # --freeze-stages: the backbone's modules that keep their pretrained weights
     mean: tuple
     std: tuple
     train_set: ImageDataset
@@ -736,16 +741,16 @@ def prepare(args):
               f"{settings.accum} accumulated, {settings.epochs} epochs; {device}, AMP {dtype or 'off'}, "
               f"{torch.get_num_threads()} threads, {settings.workers} loader workers; run folder {run_dir}")
     keep_head = init is not None and init["classes"] == data.classes
-    model, mean, std, net = build_network(settings, data.classes, init and init["model"],
-                                          keep_head, device, world)
+    model, mean, std, net, frozen = build_network(settings, data.classes, init and init["model"],
+                                                  keep_head, device, world)
     parts = make_training(settings, data, model, (mean, std), init, resumed, run_dir if rank == 0 else None,
                           device, dtype, world)
     if rank == 0:  # best.pt and last.pt: model, EMA and the optimizer's moments, and room for a new one
         check_writable(run_dir, 6 * 4 * sum(p.numel() for p in model.parameters()) + 2**20)
     progress = restore(resumed, settings, model, parts, run_dir if rank == 0 else None)
     return Run(args=settings, run_dir=run_dir, device=device, dtype=dtype, rank=rank, world=world,
-               classes=data.classes, counts=data.counts, model=model, net=net, mean=mean, std=std,
-               train_targets=data.train_targets, val=data.val, lock=run_lock, **parts, **progress)
+               classes=data.classes, counts=data.counts, model=model, net=net, frozen=frozen, mean=mean,
+               std=std, train_targets=data.train_targets, val=data.val, lock=run_lock, **parts, **progress)
 
 
 def settle_run(args, device, rank, world):
@@ -863,8 +868,9 @@ def split_listing(data):
 
 
 def build_network(settings, classes, init_model, keep_head, device, world):
-    """(model, mean, std, net): the model on the device, and what runs its forward passes: wrapped in
-    DistributedDataParallel under torchrun, compiled with --compile."""
+    """(model, mean, std, net, frozen): the model on the device, what runs its forward passes (wrapped in
+    DistributedDataParallel under torchrun, compiled with --compile), and the modules --freeze-stages
+    keeps as they are (frozen before DistributedDataParallel sees which parameters train)."""
     model, mean, std = build_model(settings.arch, len(classes), settings.pretrained and init_model is None,
                                    settings.attention, settings.drop, settings.width,
                                    None if init_model is not None else settings.weights)
@@ -876,13 +882,16 @@ def build_network(settings, classes, init_model, keep_head, device, world):
             raise UserError("--sync-bn needs torchrun with GPUs (BatchNorm statistics across processes)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=torch.channels_last)
+    frozen = early_stages(model, settings.arch, settings.freeze_stages) if settings.freeze_stages else []
+    for module in frozen:
+        module.requires_grad_(False)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if settings.compile:
         net = torch.compile(net)
-    return model, mean, std, net
+    return model, mean, std, net, frozen
 
 
 def make_training(settings, data, model, mean_std, init, resumed, run_dir, device, dtype, world):

@@ -32,6 +32,33 @@ def test_smallcnn_width_sets_its_channels():
         models.build_model("efficientnet_lite0", 3, width=16)
 
 
+@pytest.mark.parametrize("arch, first_two", [
+    ("efficientnet_lite0", ("0.", "1.", "2.0.", "2.1.")),  # conv_stem, bn1, blocks.0, blocks.1
+    ("resnet18", ("0.", "1.", "4.", "5.")),  # conv1, bn1 (relu, maxpool), layer1, layer2
+    ("mobilenet_v3_large", ("0.", "1.", "2.")),
+    ("timm:resnet18", ("net.conv1.", "net.bn1.", "net.layer1.", "net.layer2."))])
+def test_early_stages_are_the_stem_then_whole_stages_in_forward_order(arch, first_two):
+    model, _, _ = models.build_model(arch, 3)
+    frozen = models.early_stages(model, arch, 2)
+    names = {id(p): name for name, p in model.features.named_parameters()}
+    assert {names[id(p)] for m in frozen for p in m.parameters()} == \
+        {name for name in names.values() if name.startswith(first_two)}
+    for module in frozen:
+        module.requires_grad_(False)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()  # the backward pass stops above them
+    assert all(p.grad is None for m in frozen for p in m.parameters())
+    assert all(p.grad is not None for p in model.features.parameters() if p.requires_grad)
+
+
+def test_early_stages_refuse_smallcnn_and_the_whole_backbone():
+    with pytest.raises(models.UserError, match="scratch"):
+        models.early_stages(models.build_model("smallcnn", 3)[0], "smallcnn", 1)
+    lite = models.build_model("efficientnet_lite0", 3)[0]
+    assert len(models.early_stages(lite, "efficientnet_lite0", 6)) == 2 + 6
+    with pytest.raises(models.UserError, match="7 stages"):
+        models.early_stages(lite, "efficientnet_lite0", 7)
+
+
 def test_offline_imagenet_weights_are_real():
     """scikit-learn's flower photo is a daisy: ImageNet class 985 must be in the top 5."""
     top5 = models.imagenet_top5("efficientnet_lite0")

@@ -205,6 +205,21 @@ def test_freeze_epochs_train_only_the_head(tmp_path, competition, monkeypatch):
     assert read_log(run_dir)[0]["head_only"] == "True"
 
 
+def test_freeze_stages_keeps_the_stem_and_early_stages(tmp_path, competition, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / train.main(tiny_args(competition, "--arch", "efficientnet_lite0", "--epochs", "2",
+                                              "--freeze-stages", "1", "--name", "stages", "--ema", "0"))
+    state = torch.load(run_dir / "last.pt", weights_only=False)["model"]
+    from models import build_model
+    torch.manual_seed(0)
+    fresh = build_model("efficientnet_lite0", 3)[0].state_dict()
+    same = {k for k in state if k.startswith("features.") and k.endswith("weight")
+            and torch.equal(state[k], fresh[k])}
+    frozen = ("features.0.", "features.1.", "features.2.0.")  # the stem and the first stage
+    assert same == {k for k in state if k.startswith(frozen) and k.endswith("weight")}  # the rest trained
+    assert json.loads((run_dir / "config.json").read_text())["args"]["freeze_stages"] == 1
+
+
 def test_width_is_kept_for_prediction(tmp_path, competition, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / train.main(tiny_args(competition, "--epochs", "1", "--width", "8",
