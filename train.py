@@ -14,8 +14,9 @@ Usage:
 The loop (main): mixed precision, AdamW or SGD, a learning rate stepped every batch through a linear
 warmup into OneCycle's cosine annealing (or --schedule), cross-entropy or focal loss (switching from CE
 to focal at an epoch or when the metric stalls), label smoothing, mixup/cutmix, class balancing
-(balance.py), EMA of the weights, head-only epochs, progressive resizing (smaller images first, shrunk
-on the device), early stopping, best.pt when the monitored metric improves and last.pt every epoch.
+(balance.py), EMA of the weights, head-only epochs, a pretrained stem and early stages kept frozen,
+progressive resizing (smaller images first, shrunk on the device), early stopping, best.pt when the
+monitored metric improves and last.pt every epoch.
 Settings are made in one place, resolve_settings: what the command line leaves out comes from the model
 kind (DEFAULTS) and the data (derive_defaults: input size, batch size, epochs), is printed with its
 source, and is read-only from then on. Validation uses val/ when the folder has one, else a stratified
