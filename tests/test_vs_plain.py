@@ -79,3 +79,20 @@ def test_reuse_reference_takes_the_latest_reference_of_the_set_kind_and_seed():
             {"set": "a", "kind": "scratch", "seed": 1, "reference_when": "2026-12-06 00:00"}]
     assert vs_plain.latest_reference(rows, ("a", "scratch", 0, "e15p32")) is rows[1]
     assert vs_plain.latest_reference(rows, ("a", "pretrained", 0, None)) is None
+
+
+def test_one_recipe_on_every_shared_set_is_what_a_default_needs():
+    def row(name, recipe, acc_tta, seconds, seed=0):
+        return {"set": name, "kind": "pretrained", "seed": seed, "recipe_name": recipe, "acc_tta": acc_tta,
+                "reference_acc": 0.9, "train_seconds": seconds, "reference_seconds": 100}
+    results = [row(name, "fast", 0.95, 40) for name in vs_plain.SHARED_SETS]
+    results[0]["acc_tta"] = 0.900004  # ties the plain script's 0.9000 at the 4 decimals it prints
+    results += [row("vehicles6", "slow", 0.95, 60), row("trashnet6", "slow", 0.85, 40),
+                row("trashnet6", "slow", 0.96, 40, seed=1), row("digits", "slow", 0.99, 10)]
+    lines = vs_plain.every_set_table(results)
+    assert lines[-2].startswith("| pretrained | fast | 0.9000 / 0.9000 at 0.40: reached |")
+    assert lines[-2].endswith("| 3 of 3 |")
+    slow = dict(zip(["kind", "recipe", *vs_plain.SHARED_SETS], lines[-1].strip("| ").split(" | ")))
+    assert slow["vehicles6"] == "0.9500 / 0.9000 at 0.60: time short"
+    assert slow["trashnet6"] == "0.9050 / 0.9000 at 0.40, 2 seeds: reached"  # the mean of 0.85 and 0.96
+    assert slow["utilityvehicles10"] == "not run" and lines[-1].endswith("| 1 of 3 |")  # digits is not shared
