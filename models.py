@@ -284,8 +284,9 @@ def early_stages(model, arch, count):
     if isinstance(features, TimmFeatures):
         from timm.models import group_modules
         groups = group_modules(features.net, features.net.group_matcher(coarse=True))
-        stages = [[features.net.get_submodule(name) for name in names] for _, names in sorted(groups.items())]
-        stages = stages[:-1]  # the last group is timm's head, which reset_classifier removed
+        head = features.net.pretrained_cfg.get("classifier", "head").split(".")[0]  # and head.norm
+        stages = [[features.net.get_submodule(name) for name in names] for _, names in sorted(groups.items())
+                  if not names[0].startswith(head)]
     elif arch in LITE_ARCHS:  # conv_stem, bn1, blocks, conv_head, bn2
         stages = [list(features[:2])] + [[stage] for stage in features[2]]
     elif arch.startswith("res"):  # conv1, bn1, relu, maxpool, layer1..4

@@ -57,6 +57,12 @@ def test_early_stages_refuse_smallcnn_and_the_whole_backbone():
     assert len(models.early_stages(lite, "efficientnet_lite0", 6)) == 2 + 6
     with pytest.raises(models.UserError, match="7 stages"):
         models.early_stages(lite, "efficientnet_lite0", 7)
+    timm_resnet = models.build_model("timm:resnet18", 3)[0]  # timm's stem and layer1-4, not its head
+    net = timm_resnet.features.net
+    assert {id(p) for m in models.early_stages(timm_resnet, "timm:resnet18", 3) for p in m.parameters()} == \
+        {id(p) for m in (net.conv1, net.bn1, net.layer1, net.layer2, net.layer3) for p in m.parameters()}
+    with pytest.raises(models.UserError, match="4 stages"):
+        models.early_stages(timm_resnet, "timm:resnet18", 4)
 
 
 def test_offline_imagenet_weights_are_real():
