@@ -62,9 +62,8 @@ from choices import (
 # recipe grid: reports/archive/recipe-full.md). Pretrained backbones fine-tune with AdamW, as the plain
 # script in ../shared/bench does. Input size and epochs come from the data (derive_defaults).
 DEFAULTS = {"smallcnn": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e-4, label_smoothing=0.1,
-                             drop=0.2, freeze_stages=0),
-            "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0,
-                             freeze_stages=0)}
+                             drop=0.2),
+            "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
 # The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
 # at least MIN_STEPS optimizer steps, so that a small dataset still trains, but never more than 3x the
 # epochs. The small CNN gets 30 epochs because it must catch up with the plain scripts in
@@ -166,9 +165,9 @@ def optimisation_options(p):
                         "before each x0.1")
     g.add_argument("--freeze-epochs", type=NON_NEGATIVE_INT, default=0,
                    help="train only the head for the first N epochs")
-    g.add_argument("--freeze-stages", type=NON_NEGATIVE_INT, metavar="N",
+    g.add_argument("--freeze-stages", type=NON_NEGATIVE_INT, default=0, metavar="N",
                    help="keep a pretrained backbone's stem and first N stages at their ImageNet weights: "
-                        "no backward pass through its largest feature maps (default 0)")
+                        "no backward pass through its largest feature maps")
     g.add_argument("--accum", type=POSITIVE_INT, default=1,
                    help="accumulate gradients over N batches per optimizer step")
     g.add_argument("--ema", type=PROBABILITY, default=0.0,
