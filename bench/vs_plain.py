@@ -25,7 +25,9 @@ Usage:
 --recipe NAME=ARGS measures a candidate recipe: ours with ARGS after the default command, recorded
 under NAME beside the default rows (with --reuse-reference, against the default row's reference run).
 Candidates go to a table of their own, with the validation accuracy of the epoch best.pt kept: the
-default changes on validation, and only then does the main table (and the README) see it.
+default changes on validation, and only then does the main table (and the README) see it. Where no
+recipe reaches on a set, the report's last table says what bounds it: how many of our epochs at the plain
+script's input size fit in half its time, and how the closest recipe's gap compares with seed noise.
 
 Results accumulate in reports/vs_plain.json, a row per set, kind and seed (a rerun replaces its rows;
 run folders in runs/vs_plain/); the table goes to reports/vs_plain.md, and its main columns to the
@@ -297,7 +299,8 @@ def write_report(results):
                      f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | "
                      f"{time_to_reference(runs)} | {first['recipe']} | {'; '.join(views)} |")
     if any("recipe_name" in r for r in results):
-        lines += candidate_table(results) + verdict_table(results) + every_set_table(results)
+        lines += (candidate_table(results) + verdict_table(results) + every_set_table(results)
+                  + bound_table(results))
     figures = [(name, plot_time_to_accuracy(results, name)) for name in sorted({r["set"] for r in results})]
     lines += [f"\n![{name}: accuracy against training seconds]({path.relative_to(REPORT.parent)})"
               for name, path in figures if path]
@@ -383,6 +386,66 @@ def every_set_table(results):
         rows.append((kind, -count, name, f"| {kind} | {name} | " + " | ".join(text for text, _ in cells)
                      + f" | {count} of {len(SHARED_SETS)} |"))
     return lines + [line for *_, line in sorted(rows)]
+
+
+def bound_table(results):
+    """Markdown lines, a row per shared set and kind that no recipe reached: what half the plain script's
+    time buys there. Per run of ours at the plain script's input size (no --progressive, nothing frozen),
+    beside the reference run with it: seconds per epoch, ours against its, and how many of our epochs fit
+    in half its training seconds after our start-up, against its own epochs (medians over such runs).
+    Then how far the most accurate recipe within that time fell short, beside the spread of the plain
+    script's own test accuracy over its seeds: a gap inside that spread is a seed's luck, not a recipe's."""
+    lines = ["", "## What bounds it", "",
+             "Where no recipe reached (the table above), what half the plain script's time buys: our "
+             "seconds per epoch at its input size against its own, from runs without --progressive or "
+             "frozen stages, and how many such epochs of ours fit in half its training seconds after our "
+             "start-up (medians over those runs, each against the reference run beside it). The last "
+             "columns: the most accurate recipe within half its time, its gap to the plain script (paired "
+             "by seed: a gap within 2 SE of zero is a tie at these seeds), and the plain script's own test "
+             "accuracy over its seeds (lowest-highest).", "",
+             "| set | kind | the plain script's epochs | ours at its input size, s per epoch (ours / "
+             "plain) | our epochs in half its time | most accurate within half: ours / plain, TTA | plain "
+             "script over its seeds |", "|---|---|---|---|---|---|---|"]
+    groups = {}
+    for runs in by_row(results, candidates=True):
+        if runs[0]["set"] in SHARED_SETS:
+            groups.setdefault((runs[0]["kind"], runs[0]["set"]), []).append(runs)
+    for (kind, name), rows in sorted(groups.items()):
+        if any(reached(runs)[1] for runs in rows):
+            continue
+        flat = [r for runs in rows for r in runs]
+        size, epochs = KINDS[kind][0][1:]
+        full_size = [r for r in flat if r.get("curve") and r.get("reference_curve")
+                     and f", {size} px," in r["recipe"] and ", from " not in r["recipe"]
+                     and "--freeze-stages" not in r.get("recipe_args", "")]
+        if full_size:
+            ours = [r["curve"][-1][0] / len(r["curve"]) for r in full_size]
+            plain = [r["reference_curve"][-1][0] / len(r["reference_curve"]) for r in full_size]
+            fit = [(r["reference_seconds"] / 2 - (r["train_seconds"] - r["curve"][-1][0])) / epoch
+                   for r, epoch in zip(full_size, ours)]
+            per_epoch = (f"{statistics.median(ours):.1f} s against {statistics.median(plain):.1f} s "
+                         f"({statistics.median(o / p for o, p in zip(ours, plain)):.2f}), {len(full_size)} "
+                         f"run{'s' * (len(full_size) > 1)}")
+            fits = f"{statistics.median(fit):.1f}"
+        else:
+            per_epoch, fits = f"not measured (no run at {size} px without --progressive)", "-"
+        within = sorted((runs for runs in rows if within_half(runs)), key=lambda runs: -mean(runs, "acc_tta"))
+        closest = (f"{recipe_label(within[0])}: {mean(within[0], 'acc_tta'):.4f} / "
+                   f"{mean(within[0], 'reference_acc'):.4f}, {gap(within[0])}") if within else "none measured"
+        plain_accs = list({(r.get("reference_when"), r.get("seed", 0)): r["reference_acc"]
+                           for r in flat}.values())  # one reference run beside several recipes counts once
+        lines.append(f"| {name} | {kind} | {epochs} at {size} px | {per_epoch} | {fits} | {closest} | "
+                     f"{min(plain_accs):.4f}-{max(plain_accs):.4f} ({len(plain_accs)} "
+                     f"run{'s' * (len(plain_accs) > 1)}) |")
+    return lines
+
+
+def gap(runs):
+    """'gap -0.0040 ± 0.0120 (2 SE)': ours with TTA minus the plain script, the mean over seeds and twice its
+    standard error (paired seed by seed); one seed has no error to show."""
+    gaps = [float(r["acc_tta"]) - float(r["reference_acc"]) for r in runs]
+    error = f" ± {2 * statistics.stdev(gaps) / len(gaps) ** 0.5:.4f} (2 SE)" if len(gaps) > 1 else ""
+    return f"gap {statistics.mean(gaps):+.4f}{error}"
 
 
 def reached(runs):

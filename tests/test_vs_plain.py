@@ -96,3 +96,24 @@ def test_one_recipe_on_every_shared_set_is_what_a_default_needs():
     assert slow["vehicles6"] == "0.9500 / 0.9000 at 0.60: time short"
     assert slow["trashnet6"] == "0.9050 / 0.9000 at 0.40, 2 seeds: reached"  # the mean of 0.85 and 0.96
     assert slow["utilityvehicles10"] == "not run" and lines[-1].endswith("| 1 of 3 |")  # digits is not shared
+
+
+def test_what_bounds_a_set_no_recipe_reached():
+    def row(recipe_name, recipe, acc_tta, seconds, curve, name="trashnet6"):
+        return {"set": name, "kind": "scratch", "seed": 0, "recipe_name": recipe_name, "recipe": recipe,
+                "acc_tta": acc_tta, "reference_acc": 0.8, "train_seconds": seconds, "reference_seconds": 120,
+                "reference_when": "then", "machine": "AMD EPYC (AVX2), 0 loader worker(s)",
+                "reference_curve": [[50.0, 0.7], [100.0, 0.8]], "curve": curve}
+    full_size = row("e4", "smallcnn, 64 px, 4 epochs, batch 32", 0.75, 50, [[10.0, 0.6], [40.0, 0.7]])
+    grown = row("p32", "smallcnn, 64 px, 8 epochs, batch 32, from 32 px", 0.78, 54, [[2.0, 0.5], [50.0, 0.7]])
+    elsewhere = {**full_size, "set": "vehicles6", "acc_tta": 0.81}  # reached there: no row
+    lines = vs_plain.bound_table([full_size, grown, elsewhere])
+    assert len(lines) == 8 and lines[-1].startswith("| trashnet6 | scratch | 10 at 64 px | ")
+    cells = lines[-1].strip("| ").split(" | ")
+    # 20 s per epoch of ours against 50 of the plain script's; (120 / 2 - 10 s start-up) / 20 s = 2.5
+    assert cells[3:6] == ["20.0 s against 50.0 s (0.40), 1 run", "2.5",
+                          "p32 (1 seed, AMD EPYC (AVX2)): 0.7800 / 0.8000, gap -0.0200"]
+    assert cells[6] == "0.8000-0.8000 (1 run)"  # both rows beside one reference run
+    assert vs_plain.gap([grown, {**grown, "acc_tta": 0.80}]) == "gap -0.0100 ± 0.0200 (2 SE)"
+    assert vs_plain.bound_table([grown])[-1].split(" | ")[3] == "not measured (no run at 64 px without " \
+                                                                "--progressive)"
