@@ -301,14 +301,16 @@ def early_stages(model, arch, count):
 
 def inference_settings(ckpt):
     """A checkpoint's `inference` section (train.inference_section): architecture, attention, width,
-    dropout, input size and interpolation, normalisation, candidate test-time views and the folder it
-    trained on. A checkpoint written before the section existed gets one made from its saved options."""
-    if "inference" in ckpt:
-        return ckpt["inference"]
+    dropout, input and test sizes and interpolation, normalisation, candidate test-time views and the
+    folder it trained on. A checkpoint written before the section existed gets one made from its saved
+    options."""
+    if "inference" in ckpt:  # a run from before --test-size tests at its input size
+        return {"test_size": ckpt["inference"]["img_size"], **ckpt["inference"]}
     from augment import tta_views  # only for checkpoints of the old layout
     saved = ckpt.get("args", {})  # the old layout: train.py's options, and mean and std beside them
     vflip = saved.get("vflip", False)
     return {**{key: saved[key] for key in ("arch", "attention", "width", "drop", "img_size", "upscale")},
+            "test_size": saved["img_size"],
             "mean": ckpt["mean"], "std": ckpt["std"], "vflip": vflip,
             "tta_views": [name for name, _ in tta_views(saved["aug"], vflip)], "data": saved.get("data")}
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from augment import build_transform, model_input, named_views, view_probs
 from balance import logit_adjustment
-from choices import AMP, NON_NEGATIVE_INT, POSITIVE_INT, bounded
+from choices import AMP, IMAGE_SIZE, NON_NEGATIVE_INT, POSITIVE_INT, bounded
 from data import (
     ImageDataset,
     Split,
@@ -76,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--tta", type=POSITIVE_INT, default=1,
                    help="test-time views to consider (1: none); "
                         "those that lower validation accuracy are dropped")
+    p.add_argument("--img-size", type=IMAGE_SIZE, metavar="PX",
+                   help="input size to predict at (default: the run's test size, train.py --test-size)")
     p.add_argument("--out",
                    help="folder for the predictions, submission and reports (default: the run folder)")
     p.add_argument("--solution",
@@ -92,6 +94,14 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=AMP, help="as train.py")
     return p.parse_args(argv)
+
+
+def load_for_prediction(run_dir, device, args):
+    """load_run, at the input size --img-size asks for instead of the run's test size."""
+    model, ckpt = load_run(run_dir, device, args.trust_checkpoint)
+    if args.img_size:
+        ckpt["inference"]["test_size"] = args.img_size
+    return model, ckpt
 
 
 def images_to_predict(split_name, ds, run_dir):
@@ -113,7 +123,7 @@ def predict_views(model, ckpt, paths, views, args, device, logit_shift=None, des
     """Softmax of every view of every image, (views, images, classes), and the plain view's pooled
     features (images, D)."""
     settings = ckpt["inference"]
-    transform = build_transform("none", settings["img_size"], settings["upscale"])
+    transform = build_transform("none", settings["test_size"], settings["upscale"])
     view_fns = [fn for _, fn in views]
     loader = make_loader(ImageDataset(paths, [-1] * len(paths), transform, view_fns), args.batch_size,
                          args.workers, device)
@@ -199,7 +209,7 @@ def export_model(model, ckpt, out_dir, fmt):
     """The model as ONNX or TorchScript (logits out, batch size free), and preprocessing.json: what an
     application must do to an RGB image before the model sees it."""
     settings = ckpt["inference"]
-    size = settings["img_size"]
+    size = settings["test_size"]
     model = model.float().cpu().to(memory_format=torch.contiguous_format).eval()
     example = torch.zeros(2, 3, size, size)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +261,7 @@ def predict_members(args, members, ds, device):
     Returns (images, plain probabilities, TTA probabilities, embeddings, views used, validation part)."""
     plain, tta, embeddings, splits, val_parts = [], [], [], [], []
     for member in members:
-        model, ckpt = load_run(member, device, args.trust_checkpoint)
+        model, ckpt = load_for_prediction(member, device, args)
         if ckpt["classes"] != ds["classes"]:
             only_run = sorted(set(ckpt["classes"]) - set(ds["classes"]))
             only_data = sorted(set(ds["classes"]) - set(ckpt["classes"]))
@@ -262,7 +272,7 @@ def predict_members(args, members, ds, device):
         split = images_to_predict(args.split, ds, member)
         views, val, val_probs = test_time_views(args, ckpt, model, ds, member, device, shift)
         print(f"{member}: {ckpt['inference']['arch']} from epoch {ckpt['epoch']}; {len(split.paths)} "
-              f"{args.split} images, {len(views)} view(s) each")
+              f"{args.split} images at {ckpt['inference']['test_size']} px, {len(views)} view(s) each")
         probs, member_embeddings = predict_views(model, ckpt, split.paths, views, args, device, shift)
         plain.append(probs[0])
         tta.append(probs.mean(0))
@@ -278,9 +288,9 @@ def predict_members(args, members, ds, device):
 def grad_cam_maps(run_dir, classes, device, args):
     """heat_map(image file, class name) -> (the model's plain input image, its Grad-CAM map for that class)
     of the run's model (a fold's, for folds), for the error gallery."""
-    model, ckpt = load_run(run_dir, device, args.trust_checkpoint)
+    model, ckpt = load_for_prediction(run_dir, device, args)
     settings = ckpt["inference"]
-    transform = build_transform("none", settings["img_size"], settings["upscale"])
+    transform = build_transform("none", settings["test_size"], settings["upscale"])
 
     def heat_map(path, class_name):
         image = transform(image=load_rgb(path))["image"]
@@ -299,7 +309,7 @@ def main(argv=None):
     if args.export or args.images:
         if len(members) > 1:
             raise UserError(f"{run_dir} holds {len(members)} folds: pass one of them ({members[0]})")
-        model, ckpt = load_run(run_dir, device, args.trust_checkpoint)
+        model, ckpt = load_for_prediction(run_dir, device, args)
         if args.export:
             return export_model(model, ckpt, Path(args.out or run_dir), args.export)
         shift = logit_adjustment(ckpt["class_counts"], args.logit_adjust) if args.logit_adjust else None

@@ -137,6 +137,9 @@ def input_options(p):
     g.add_argument("--progressive", type=IMAGE_SIZE, metavar="PX",
                    help="progressive resizing: train the first epochs at PX px, growing linearly to "
                         "--img-size, which the last third of the epochs and validation see (default: off)")
+    g.add_argument("--test-size", type=IMAGE_SIZE, metavar="PX",
+                   help="input size predict.py tests at (default: --img-size; 10%% larger after --aug "
+                        "heavy, whose crops show objects larger than the whole image does)")
     g.add_argument("--vflip", action="store_true",
                    help="vertical flips in --aug light/heavy too, and in TTA (--aug flips has them)")
     g.add_argument("--mix", default="none", choices=("none", "mixup", "cutmix"),
@@ -247,7 +250,15 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from augment import build_transform, cache_form, input_size, model_input, resize_batch, tta_views
+from augment import (
+    build_transform,
+    cache_form,
+    input_size,
+    model_input,
+    resize_batch,
+    test_size,
+    tta_views,
+)
 from balance import (
     BalanceOptions,
     class_counts,
@@ -691,8 +702,9 @@ def resolve_settings(args, device=None, data_dir=None, train=None, init=None, re
 
 
 def derive_defaults(values, train):
-    """{setting: (value, why)}: the input size, batch size and epochs that values leave out, from the model
-    kind and the training images (augment.input_size, BUDGET)."""
+    """{setting: (value, why)}: the input size, test size, batch size and epochs that values leave out,
+    from the model kind, the training images and the augmentation (augment.input_size, augment.test_size,
+    BUDGET)."""
     kind = model_kind(values["arch"])
     budget, derived = BUDGET[kind], {}
     img_size, batch_size = values["img_size"], values["batch_size"]
@@ -703,6 +715,10 @@ def derive_defaults(values, train):
     if batch_size is None:
         batch_size = 16 if len(train.paths) < SMALL_DATASET else 32
         derived["batch_size"] = batch_size, f"{len(train.paths)} training images"
+    if values["test_size"] is None:
+        derived["test_size"] = (test_size(img_size, values["aug"]),
+                                "10% over the input size: --aug heavy's crops" if values["aug"] == "heavy"
+                                else "the input size")
     if values["epochs"] is None:
         steps_per_epoch = max(1, len(train.paths) // batch_size)
         epochs = round(budget["epochs"] * budget["size"] / img_size)
@@ -716,8 +732,8 @@ def inference_section(settings, mean, std):
     """The checkpoint's `inference` section: what predict.py, ensemble.py and --init need to rebuild and
     feed the model, in names of their own, apart from train.py's options (models.inference_settings)."""
     return {"arch": settings.arch, "attention": settings.attention, "width": settings.width,
-            "drop": settings.drop, "img_size": settings.img_size, "upscale": settings.upscale,
-            "mean": list(mean), "std": list(std), "vflip": settings.vflip,
+            "drop": settings.drop, "img_size": settings.img_size, "test_size": settings.test_size,
+            "upscale": settings.upscale, "mean": list(mean), "std": list(std), "vflip": settings.vflip,
             "tta_views": [name for name, _ in tta_views(settings.aug, settings.vflip)],
             "data": settings.data}
 

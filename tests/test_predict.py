@@ -81,6 +81,26 @@ def test_out_keeps_the_run_folder_untouched(trained_run, monkeypatch):
             <= {p.name for p in (work / "elsewhere").iterdir()})
 
 
+def test_predictions_are_at_the_run_test_size_or_img_size(trained_run, monkeypatch, capsys):
+    """The run's test size (its input size after --aug light), --img-size instead where given, and a
+    checkpoint from before the test size existed at its input size."""
+    work, data, run_dir = trained_run
+    sizes = []
+    transform = predict.build_transform
+    monkeypatch.setattr(predict, "build_transform", lambda aug, size, *a: sizes.append(size) or
+                        transform(aug, size, *a))
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    assert ckpt["inference"]["img_size"] == ckpt["inference"]["test_size"] == 32
+    del ckpt["inference"]["test_size"]
+    older = work / "older"
+    shutil.copytree(run_dir, older)
+    torch.save(ckpt, older / "best.pt")
+    for folder, extra, expected in ((run_dir, [], 32), (run_dir, ["--img-size", "48"], 48), (older, [], 32)):
+        sizes.clear()
+        predict.main(["--run", str(folder), "--workers", "0", "--out", str(work / "sized"), *extra])
+        assert set(sizes) == {expected} and f"at {expected} px" in capsys.readouterr().out
+
+
 def test_latest_run_is_the_default(trained_run, monkeypatch, capsys):
     work, _, run_dir = trained_run
     monkeypatch.chdir(work)

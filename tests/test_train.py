@@ -128,6 +128,23 @@ def test_defaults_follow_the_model_kind_and_the_data():
     assert (size, batch, epochs, why) == (96, 8, 2, {})
 
 
+def test_the_test_size_is_larger_after_heavy_augmentation_crops():
+    """predict.py tests at 10% over the input size (to 16 px) after --aug heavy, whose random crops show
+    objects larger than the whole image does; at the input size after the others; --test-size wins."""
+    from data import Split
+    split = Split(["0.jpg"] * 400, ["a"] * 400, sizes=np.full((400, 2), 100))
+
+    def test_size(*argv):
+        args, sources = train.resolve_settings(train.parse_args(list(argv)), train=split)
+        return args.test_size, sources.get("test_size")
+    assert test_size("--pretrained", "--aug", "heavy") == (176, "10% over the input size: --aug heavy's "
+                                                                "crops")
+    assert test_size("--pretrained", "--aug", "heavy", "--img-size", "192")[0] == 208
+    assert test_size("--aug", "heavy", "--img-size", "128")[0] == 144
+    assert test_size("--pretrained", "--aug", "light") == (160, "the input size")
+    assert test_size("--pretrained", "--aug", "heavy", "--test-size", "160") == (160, None)
+
+
 def test_loader_workers_default_follows_the_device_and_the_model(monkeypatch):
     from utils import loader_workers
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
