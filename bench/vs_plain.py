@@ -20,6 +20,7 @@ Usage:
     python bench/vs_plain.py --sets utilityvehicles10 --kinds scratch --seeds 3
     python bench/vs_plain.py --sets trashnet6 --kinds pretrained --seeds 2 --first-seed 1  # add seed 1
     python bench/vs_plain.py --report                          # rewrite the report from the results
+    python bench/vs_plain.py --sets trashnet6 --kinds pretrained --seeds 3 --repredict s160f2e6p128
     python bench/vs_plain.py --kinds pretrained --reuse-reference --recipe "p128=--progressive 128"
 
 --recipe NAME=ARGS measures a candidate recipe: ours with ARGS after the default command, recorded
@@ -92,7 +93,7 @@ def compare(name, kind, seed=0, earlier=None, recipe=None):
         subprocess.run([sys.executable, "-c", "import data; data.resolve_data_dir(None)"],
                        cwd=ROOT, check=True)
     recipe_name, extra = recipe or (None, [])
-    tag = f"{name}-{kind}" + (f"-{recipe_name}" if recipe_name else "") + (f"-s{seed}" if seed else "")
+    tag = run_tag(name, kind, seed, recipe_name)
     sides = [lambda: run_reference(data, kind, seed, tag, earlier),
              lambda: run_ours(data, kind, seed, tag, extra)]
     first, second = (sides if seed % 2 == 0 else sides[::-1])
@@ -103,6 +104,11 @@ def compare(name, kind, seed=0, earlier=None, recipe=None):
     row.update(first())
     row.update(second())
     return row
+
+
+def run_tag(name, kind, seed, recipe_name=None):
+    """'vehicles6-pretrained-NAME-s1': the run folder's name under runs/vs_plain/ and its logs'."""
+    return f"{name}-{kind}" + (f"-{recipe_name}" if recipe_name else "") + (f"-s{seed}" if seed else "")
 
 
 def run_reference(data, kind, seed, tag, earlier=None):
@@ -131,23 +137,43 @@ def run_ours(data, kind, seed, tag, extra=()):
     train_seconds, _ = timed([sys.executable, "train.py", "--data", data, "--name", f"vs_plain/{tag}",
                               *KINDS[kind][1], *(["--seed", str(seed)] if seed else []), *extra],
                              OUT / f"{tag}-train.log")
-    predict_seconds, _ = timed([sys.executable, "predict.py", "--run", run, "--tta", "8"],
-                               OUT / f"{tag}-predict.log")
-    metrics = json.loads((run / "test_metrics.json").read_text())
     saved = json.loads((run / "config.json").read_text())
     config, env = saved["args"], saved["environment"]
     with open(run / "log.csv", newline="") as f:
         log = list(csv.DictReader(f))
     kept = kept_row(log, config["monitor"])
-    return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "tta_views": metrics["tta_view_names"],
-            "kept_val_acc": float(kept["val_acc"]), "kept_epoch": int(kept["epoch"]),
-            "train_seconds": round(train_seconds), "predict_seconds": round(predict_seconds),
-            "curve": our_curve(log),
-            "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
-                      f"batch {config['batch_size']}"
-                      + (f", from {config['progressive']} px" if config.get("progressive") else ""),
+    return {**predict_run(run, tag), "kept_val_acc": float(kept["val_acc"]), "kept_epoch": int(kept["epoch"]),
+            "train_seconds": round(train_seconds), "curve": our_curve(log),
             "machine": f"{env.get('cpu_model') or platform.machine()} ({env.get('cpu_capability', '?')}), "
                        f"{config.get('workers')} loader worker(s)", "when": when}
+
+
+def predict_run(run, tag):
+    """predict.py --tta 8 on a trained run, at the test size train.py derives now (a run trained before
+    --test-size existed would otherwise test at its input size): test accuracy without and with the
+    views, their names, the seconds, and the recipe as config.json has it."""
+    from augment import test_size  # imports torch: only when ours runs
+    config = json.loads((run / "config.json").read_text())["args"]
+    size = config.get("test_size") or test_size(config["img_size"], config["aug"])
+    seconds, _ = timed([sys.executable, "predict.py", "--run", run, "--tta", "8", "--img-size", str(size)],
+                       OUT / f"{tag}-predict.log")
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    return {"acc": metrics["acc"], "acc_tta": metrics["acc_tta"], "tta_views": metrics["tta_view_names"],
+            "predict_seconds": round(seconds),
+            "recipe": f"{config['arch']}, {config['img_size']} px, {config['epochs']} epochs, "
+                      f"batch {config['batch_size']}"
+                      + (f", from {config['progressive']} px" if config.get("progressive") else "")
+                      + (f", tested at {size} px" if size != config["img_size"] else "")}
+
+
+def repredict(row):
+    """The row with its prediction made again by predict.py as it is now, on the run folder its training
+    left (runs/vs_plain/TAG): for a change to prediction alone, the training figures stay as measured."""
+    name, kind, seed, recipe_name = key(row)
+    tag = run_tag(name, kind, seed, recipe_name)
+    if not (OUT / tag / "best.pt").is_file():
+        raise SystemExit(f"{label(row)}: its run folder {OUT / tag} is gone; run it again instead")
+    return {**row, **predict_run(OUT / tag, tag), "predicted_when": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def reference_curve(output):
@@ -305,7 +331,9 @@ def write_report(results):
     lines += [f"\n![{name}: accuracy against training seconds]({path.relative_to(REPORT.parent)})"
               for name, path in figures if path]
     lines += ["", f"Machine: {platform.processor() or platform.machine()}. When each ran (reference, ours): "
-              + "; ".join(f"{label(r)} {r['reference_when']}, {r['when']} ({r['machine']})" for r in results)
+              + "; ".join(f"{label(r)} {r['reference_when']}, {r['when']} ({r['machine']})"
+                          + (f", predicted again {r['predicted_when']}" if r.get("predicted_when") else "")
+                          for r in results)
               + "."]
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")
@@ -519,12 +547,24 @@ def main():
                    help="start at seed S instead (seeds S..N-1): add seeds to rows measured before")
     p.add_argument("--recipe", type=recipe, metavar="NAME=ARGS",
                    help="a candidate: ours with ARGS after the default command, recorded under NAME")
+    p.add_argument("--repredict", metavar="RECIPE",
+                   help="predict again, from their run folders, the rows of RECIPE (a --recipe NAME, or "
+                        "'default') on --sets, --kinds and --seeds: after a change to predict.py alone")
     p.add_argument("--report", action="store_true", help="only rewrite the report from the results so far")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     store = RESULTS
     results = json.loads(store.read_text()) if store.exists() else []
-    if not args.report:
+    if args.repredict:
+        wanted = {(name, kind, seed, None if args.repredict == "default" else args.repredict)
+                  for name, kind, seed in itertools.product(args.sets.split(","), args.kinds.split(","),
+                                                            range(args.first_seed, args.seeds))}
+        for i, row in enumerate(results):
+            if key(row) in wanted:
+                results[i] = repredict(row)
+                store.write_text(json.dumps(results, indent=1))
+                print(label(row), results[i]["acc_tta"], flush=True)
+    elif not args.report:
         for name in args.sets.split(","):
             for kind, seed in itertools.product(args.kinds.split(","), range(args.first_seed, args.seeds)):
                 if name == "digits" and kind == "pretrained":

@@ -1,7 +1,10 @@
 """bench/vs_plain.py's bookkeeping: the interleaved order, the two curves, time to the reference's
 accuracy and the time-to-accuracy figure (the benchmark itself runs on ../shared, not in tests)."""
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import vs_plain  # noqa: E402
@@ -117,3 +120,28 @@ def test_what_bounds_a_set_no_recipe_reached():
     assert vs_plain.gap([grown, {**grown, "acc_tta": 0.80}]) == "gap -0.0100 ± 0.0200 (2 SE)"
     assert vs_plain.bound_table([grown])[-1].split(" | ")[3] == "not measured (no run at 64 px without " \
                                                                 "--progressive)"
+
+
+def test_repredict_keeps_the_training_and_tests_at_the_size_train_py_derives_now(tmp_path, monkeypatch):
+    monkeypatch.setattr(vs_plain, "OUT", tmp_path)
+    run = tmp_path / "trashnet6-pretrained-f2-s1"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")
+    config = {"arch": "efficientnet_lite0", "img_size": 160, "aug": "heavy", "epochs": 6, "batch_size": 32}
+    (run / "config.json").write_text(json.dumps({"args": config}))  # trained before --test-size
+    metrics = {"acc": 0.91, "acc_tta": 0.93, "tta_view_names": ["plain"]}
+    (run / "test_metrics.json").write_text(json.dumps(metrics))
+    commands = []
+    monkeypatch.setattr(vs_plain, "timed", lambda command, log: commands.append(command) or (12.3, ""))
+    row = {"set": "trashnet6", "kind": "pretrained", "seed": 1, "recipe_name": "f2", "acc": 0.9,
+           "acc_tta": 0.9, "train_seconds": 200, "curve": [[1.0, 0.5]],
+           "recipe": "efficientnet_lite0, 160 px, 6 epochs, batch 32"}
+    again = vs_plain.repredict(row)
+    assert commands[0][-4:] == ["--tta", "8", "--img-size", "176"]  # 10% over 160 px after --aug heavy
+    assert (again["acc"], again["acc_tta"], again["predict_seconds"]) == (0.91, 0.93, 12)
+    assert again["train_seconds"] == 200 and again["curve"] == row["curve"] and "predicted_when" in again
+    assert again["recipe"] == "efficientnet_lite0, 160 px, 6 epochs, batch 32, tested at 176 px"
+    (run / "config.json").write_text(json.dumps({"args": {**config, "test_size": 160}}))  # --test-size 160
+    assert vs_plain.repredict(row)["recipe"].endswith("batch 32") and commands[1][-1] == "160"
+    with pytest.raises(SystemExit, match="run it again"):
+        vs_plain.repredict({**row, "seed": 2})
