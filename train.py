@@ -18,7 +18,7 @@ to focal at an epoch or when the metric stalls), label smoothing, mixup/cutmix, 
 progressive resizing (smaller images first, shrunk on the device), early stopping, best.pt when the
 monitored metric improves and last.pt every epoch.
 Settings are made in one place, resolve_settings: what the command line leaves out comes from the model
-kind (DEFAULTS) and the data (derive_defaults: input size, batch size, epochs), is printed with its
+kind (DEFAULTS) and the data (derive_defaults: input size, test size, batch size, epochs), is printed with its
 source, and is read-only from then on. Validation uses val/ when the folder has one, else a stratified
 15% of train/ that keeps near-duplicates on one side (data.holdout_split); synthetic and pseudo-labeled
 images only ever join the training set.
