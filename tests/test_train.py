@@ -129,7 +129,7 @@ def test_defaults_follow_the_model_kind_and_the_data():
 
 
 def test_the_test_size_is_larger_after_heavy_augmentation_crops():
-    """predict.py tests at 10% over the input size (to 16 px) after --aug heavy, whose random crops show
+    """predict.py tests at 10% over the input size (to 8 px) after --aug heavy, whose random crops show
     objects larger than the whole image does; at the input size after the others; --test-size wins."""
     from data import Split
     split = Split(["0.jpg"] * 400, ["a"] * 400, sizes=np.full((400, 2), 100))
@@ -141,6 +141,7 @@ def test_the_test_size_is_larger_after_heavy_augmentation_crops():
                                                                 "crops")
     assert test_size("--pretrained", "--aug", "heavy", "--img-size", "192")[0] == 208
     assert test_size("--aug", "heavy", "--img-size", "128")[0] == 144
+    assert test_size("--aug", "heavy", "--img-size", "80")[0] == 88  # 16 px steps would make it 96
     assert test_size("--pretrained", "--aug", "light") == (160, "the input size")
     assert test_size("--pretrained", "--aug", "heavy", "--test-size", "160") == (160, None)
 
