@@ -716,9 +716,9 @@ def derive_defaults(values, train):
         batch_size = 16 if len(train.paths) < SMALL_DATASET else 32
         derived["batch_size"] = batch_size, f"{len(train.paths)} training images"
     if values["test_size"] is None:
-        derived["test_size"] = (test_size(img_size, values["aug"]),
-                                "10% over the input size: --aug heavy's crops" if values["aug"] == "heavy"
-                                else "the input size")
+        size = test_size(img_size, values["aug"])
+        derived["test_size"] = size, ("the input size" if size == img_size
+                                      else "10% over the input size: --aug heavy's crops")
     if values["epochs"] is None:
         steps_per_epoch = max(1, len(train.paths) // batch_size)
         epochs = round(budget["epochs"] * budget["size"] / img_size)
