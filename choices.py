@@ -7,7 +7,8 @@ import math
 LITE_ARCHS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # models.py
 TORCHVISION_ARCHS = ("resnet18", "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny",
                      "mobilenet_v3_large")  # models.py
-ARCHS = ("smallcnn",) + LITE_ARCHS + TORCHVISION_ARCHS  # models.py
+SCRATCH_ARCHS = ("smallcnn", "poolcnn")  # models.py: trained from scratch, any input size
+ARCHS = SCRATCH_ARCHS + LITE_ARCHS + TORCHVISION_ARCHS  # models.py
 ATTENTIONS = ("none", "se", "cbam")  # models.py
 AUGMENTATIONS = ("none", "flips", "light", "heavy")  # augment.py
 UPSCALE = ("nearest", "bilinear", "bicubic", "lanczos", "area")  # augment.py: interpolation when enlarging

@@ -49,6 +49,7 @@ from choices import (
     POSITIVE,
     POSITIVE_INT,
     PROBABILITY,
+    SCRATCH_ARCHS,
     UPSCALE,
     VAL_FRACTION,
     WORKERS_HELP,
@@ -661,7 +662,7 @@ INIT_KEEPS = ("arch", "attention", "drop", "width", "img_size", "upscale",
 
 
 def model_kind(arch):
-    return "smallcnn" if arch == "smallcnn" else "backbone"
+    return "smallcnn" if arch in SCRATCH_ARCHS else "backbone"
 
 
 def resolve_settings(args, device=None, data_dir=None, train=None, init=None, resumed=None):

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from choices import SCRATCH_ARCHS
+
 RUNS_DIR = Path("runs")
 
 
@@ -69,7 +71,7 @@ def loader_workers(requested, device, arch=None):
     if requested is not None:
         return requested
     cores = os.cpu_count() or 1
-    if device.type == "cpu" and cores <= 2 and arch == "smallcnn":
+    if device.type == "cpu" and cores <= 2 and arch in SCRATCH_ARCHS:
         return 0
     return min(8, max(0, cores - 1))
 

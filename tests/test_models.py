@@ -12,8 +12,8 @@ def test_attention_keeps_shape_and_reweights(block):
     assert y.shape == x.shape and not torch.allclose(x, y)
 
 
-@pytest.mark.parametrize("arch", ["smallcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_large",
-                                  "convnext_tiny"])
+@pytest.mark.parametrize("arch", ["smallcnn", "poolcnn", "efficientnet_lite0", "resnet18",
+                                  "mobilenet_v3_large", "convnext_tiny"])
 @pytest.mark.parametrize("attention", ["none", "se", "cbam"])
 def test_every_model_gives_one_logit_per_class(arch, attention):
     model, mean, std = models.build_model(arch, 7, attention=attention, drop=0.2)
@@ -22,6 +22,19 @@ def test_every_model_gives_one_logit_per_class(arch, attention):
     if attention != "none":
         kinds = {type(m).__name__ for m in model.modules()}
         assert {"se": "SE", "cbam": "CBAM"}[attention] in kinds
+
+
+def test_poolcnn_pools_after_each_stages_first_conv_at_under_half_the_work():
+    x = torch.randn(1, 3, 64, 64)
+    work = {}
+    for arch in ("smallcnn", "poolcnn"):
+        model = models.build_model(arch, 3)[0]
+        macs = []
+        model.features.apply(lambda m: isinstance(m, nn.Conv2d) and m.register_forward_hook(
+            lambda conv, _, out: macs.append(out[0].numel() * conv.in_channels * 9)))
+        assert model.features(x).shape == (1, 256, 4, 4)  # the same channels and 1/16 resolution
+        work[arch] = sum(macs)
+    assert work["poolcnn"] < 0.5 * work["smallcnn"]
 
 
 def test_smallcnn_width_sets_its_channels():
