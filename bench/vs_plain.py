@@ -420,14 +420,16 @@ def bound_table(results):
     """Markdown lines, a row per shared set and kind that no recipe reached: what half the plain script's
     time buys there. Per run of ours at the plain script's input size (no --progressive, nothing frozen),
     beside the reference run with it: seconds per epoch, ours against its, and how many of our epochs fit
-    in half its training seconds after our start-up, against its own epochs (medians over such runs).
+    in half its training seconds after our start-up, against its own epochs (medians over such runs, per
+    architecture).
     Then how far the most accurate recipe within that time fell short, beside the spread of the plain
     script's own test accuracy over its seeds: a gap inside that spread is a seed's luck, not a recipe's."""
     lines = ["", "## What bounds it", "",
              "Where no recipe reached (the table above), what half the plain script's time buys: our "
              "seconds per epoch at its input size against its own, from runs without --progressive or "
              "frozen stages, and how many such epochs of ours fit in half its training seconds after our "
-             "start-up (medians over those runs, each against the reference run beside it). The last "
+             "start-up (medians over those runs per architecture, each against the reference run beside it). "
+             "The last "
              "columns: the most accurate recipe within half its time, its gap to the plain script (paired "
              "by seed: a gap within 2 SE of zero is a tie at these seeds), and the plain script's own test "
              "accuracy over its seeds (lowest-highest).", "",
@@ -446,17 +448,22 @@ def bound_table(results):
         full_size = [r for r in flat if r.get("curve") and r.get("reference_curve")
                      and f", {size} px," in r["recipe"] and ", from " not in r["recipe"]
                      and "--freeze-stages" not in r.get("recipe_args", "")]
-        if full_size:
-            ours = [r["curve"][-1][0] / len(r["curve"]) for r in full_size]
-            plain = [r["reference_curve"][-1][0] / len(r["reference_curve"]) for r in full_size]
+        by_arch = {}
+        for r in full_size:
+            by_arch.setdefault(r["recipe"].split(",")[0], []).append(r)
+        per_epoch, fits = [], []
+        for arch, arch_runs in sorted(by_arch.items()):
+            ours = [r["curve"][-1][0] / len(r["curve"]) for r in arch_runs]
+            plain = [r["reference_curve"][-1][0] / len(r["reference_curve"]) for r in arch_runs]
             fit = [(r["reference_seconds"] / 2 - (r["train_seconds"] - r["curve"][-1][0])) / epoch
-                   for r, epoch in zip(full_size, ours)]
-            per_epoch = (f"{statistics.median(ours):.1f} s against {statistics.median(plain):.1f} s "
-                         f"({statistics.median(o / p for o, p in zip(ours, plain)):.2f}), {len(full_size)} "
-                         f"run{'s' * (len(full_size) > 1)}")
-            fits = f"{statistics.median(fit):.1f}"
-        else:
-            per_epoch, fits = f"not measured (no run at {size} px without --progressive)", "-"
+                   for r, epoch in zip(arch_runs, ours)]
+            ratio = statistics.median(o / p for o, p in zip(ours, plain))
+            per_epoch.append(f"{arch}: {statistics.median(ours):.1f} s against "
+                             f"{statistics.median(plain):.1f} s ({ratio:.2f}), "
+                             f"{len(arch_runs)} run{'s' * (len(arch_runs) > 1)}")
+            fits.append(f"{arch}: {statistics.median(fit):.1f}")
+        per_epoch = "; ".join(per_epoch) or f"not measured (no run at {size} px without --progressive)"
+        fits = "; ".join(fits) or "-"
         within = sorted((runs for runs in rows if within_half(runs)), key=lambda runs: -mean(runs, "acc_tta"))
         closest = (f"{recipe_label(within[0])}: {mean(within[0], 'acc_tta'):.4f} / "
                    f"{mean(within[0], 'reference_acc'):.4f}, {gap(within[0])}") if within else "none measured"

@@ -111,14 +111,14 @@ def derived(argv, short_side, images):
 
 def test_defaults_follow_the_model_kind_and_the_data():
     # vehicles6-like: 100 px, 3,300 training images
-    assert derived([], 100, 3300)[0] == ("smallcnn", 64, 32, 30, "sgd")
+    assert derived([], 100, 3300)[0] == ("poolcnn", 64, 32, 14, "sgd")
     assert derived(["--pretrained"], 100, 3300)[0] == ("efficientnet_lite0", 160, 32, 8, "adamw")
     # photos keep up to 192 px; tiny images are upscaled to 160 px for a pretrained backbone
     assert derived(["--pretrained"], 192, 3300)[0][1:4] == (192, 32, 7)
     assert derived(["--pretrained"], 480, 3300)[0][1] == 192
     assert derived(["--pretrained"], 28, 6000)[0][1] == 160
     # 28 px grayscale from scratch: 32 px, twice the epochs of 64 px
-    assert derived([], 28, 6000)[0][1:4] == (32, 32, 60)
+    assert derived([], 28, 6000)[0][1:4] == (32, 32, 28)
     # a small dataset: batches of 16 and at least 300 steps, within 3x the budget's epochs
     (_, _, batch, epochs, _), why = derived(["--pretrained"], 224, 400)
     assert (batch, epochs) == (16, 12) and set(why) == {"img_size", "batch_size", "epochs"}
@@ -381,9 +381,9 @@ def test_a_saturated_validation_accuracy_still_follows_the_loss():
 
 def test_settings_are_resolved_once_and_frozen():
     resolved, sources = train.resolve_settings(train.parse_args(["--lr", "0.01"]))
-    assert (resolved.arch, resolved.lr, resolved.optimizer) == ("smallcnn", 0.01, "sgd")
+    assert (resolved.arch, resolved.lr, resolved.optimizer) == ("poolcnn", 0.01, "sgd")
     # what was given is not reported
-    assert sources["optimizer"] == "smallcnn default" and "lr" not in sources
+    assert sources["optimizer"] == "scratch default" and "lr" not in sources
     with pytest.raises(AttributeError, match="fixed once resolved"):
         resolved.epochs = 3
 

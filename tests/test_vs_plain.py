@@ -109,12 +109,15 @@ def test_what_bounds_a_set_no_recipe_reached():
                 "reference_curve": [[50.0, 0.7], [100.0, 0.8]], "curve": curve}
     full_size = row("e4", "smallcnn, 64 px, 4 epochs, batch 32", 0.75, 50, [[10.0, 0.6], [40.0, 0.7]])
     grown = row("p32", "smallcnn, 64 px, 8 epochs, batch 32, from 32 px", 0.78, 54, [[2.0, 0.5], [50.0, 0.7]])
+    cheaper = row("pool2", "poolcnn, 64 px, 2 epochs, batch 32", 0.7, 20, [[5.0, 0.5], [10.0, 0.6]])
     elsewhere = {**full_size, "set": "vehicles6", "acc_tta": 0.81}  # reached there: no row
-    lines = vs_plain.bound_table([full_size, grown, elsewhere])
+    lines = vs_plain.bound_table([full_size, grown, cheaper, elsewhere])
     assert len(lines) == 8 and lines[-1].startswith("| trashnet6 | scratch | 10 at 64 px | ")
     cells = lines[-1].strip("| ").split(" | ")
-    # 20 s per epoch of ours against 50 of the plain script's; (120 / 2 - 10 s start-up) / 20 s = 2.5
-    assert cells[3:6] == ["20.0 s against 50.0 s (0.40), 1 run", "2.5",
+    # per architecture: smallcnn 20 s per epoch of ours against 50 of the plain script's, and
+    # (120 / 2 - 10 s start-up) / 20 s = 2.5 epochs in half its time; poolcnn 5 s, (60 - 10) / 5 = 10
+    assert cells[3:6] == ["poolcnn: 5.0 s against 50.0 s (0.10), 1 run; smallcnn: 20.0 s against 50.0 s "
+                          "(0.40), 1 run", "poolcnn: 10.0; smallcnn: 2.5",
                           "p32 (1 seed, AMD EPYC (AVX2)): 0.7800 / 0.8000, gap -0.0200"]
     assert cells[6] == "0.8000-0.8000 (1 run)"  # both rows beside one reference run
     assert vs_plain.gap([grown, {**grown, "acc_tta": 0.80}]) == "gap -0.0100 ± 0.0200 (2 SE)"
