@@ -241,11 +241,11 @@ def timm_backbone(name, pretrained, weights_file=None):
 
 def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0, width=None,
                 weights_file=None):
-    """A Classifier plus the normalisation its weights expect: (model, mean, std). width: smallcnn's
-    channels in its first stage (default 32); weights_file: ImageNet weights for a torchvision or timm
-    backbone (--weights)."""
+    """A Classifier plus the normalisation its weights expect: (model, mean, std). width: the small
+    CNNs' channels in their first stage (default 32); weights_file: ImageNet weights for a torchvision or
+    timm backbone (--weights)."""
     if width is not None and arch not in SCRATCH_ARCHS:
-        raise UserError(f"--width sets smallcnn's channels; {arch} has its own")
+        raise UserError(f"--width sets the small CNNs' channels; {arch} has its own")
     if attention not in ATTENTIONS:
         raise UserError(f"unknown attention {attention!r}: choose from {', '.join(ATTENTIONS)}")
     if arch in SCRATCH_ARCHS:
@@ -296,7 +296,7 @@ def early_stages(model, arch, count):
     themselves (group_matcher); the others by their layout."""
     features = model.features
     if arch in SCRATCH_ARCHS:
-        raise UserError("--freeze-stages keeps pretrained stages as they are; smallcnn trains from scratch")
+        raise UserError(f"--freeze-stages keeps pretrained stages as they are; {arch} trains from scratch")
     if isinstance(features, TimmFeatures):
         from timm.models import group_modules
         groups = group_modules(features.net, features.net.group_matcher(coarse=True))

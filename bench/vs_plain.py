@@ -424,19 +424,18 @@ def bound_table(results):
     architecture).
     Then how far the most accurate recipe within that time fell short, beside the spread of the plain
     script's own test accuracy over its seeds: a gap inside that spread is a seed's luck, not a recipe's."""
-    lines = ["", "## What bounds it", "",
-             "Where no recipe reached (the table above), what half the plain script's time buys: our "
+    heading = ["", "## What bounds it", ""]
+    intro = ["Where no recipe reached (the table above), what half the plain script's time buys: our "
              "seconds per epoch at its input size against its own, from runs without --progressive or "
              "frozen stages, and how many such epochs of ours fit in half its training seconds after our "
-             "start-up (medians over those runs per architecture, each against the reference run beside it). "
-             "The last "
-             "columns: the most accurate recipe within half its time, its gap to the plain script (paired "
-             "by seed: a gap within 2 SE of zero is a tie at these seeds), and the plain script's own test "
-             "accuracy over its seeds (lowest-highest).", "",
+             "start-up (medians over those runs per architecture, each against the reference run beside "
+             "it). The last columns: the most accurate recipe within half its time, its gap to the plain "
+             "script (paired by seed: a gap within 2 SE of zero is a tie at these seeds), and the plain "
+             "script's own test accuracy over its seeds (lowest-highest).", "",
              "| set | kind | the plain script's epochs | ours at its input size, s per epoch (ours / "
              "plain) | our epochs in half its time | most accurate within half: ours / plain, TTA | plain "
              "script over its seeds |", "|---|---|---|---|---|---|---|"]
-    groups = {}
+    groups, rows = {}, []
     for runs in by_row(results, candidates=True):
         if runs[0]["set"] in SHARED_SETS:
             groups.setdefault((runs[0]["kind"], runs[0]["set"]), []).append(runs)
@@ -469,10 +468,12 @@ def bound_table(results):
                    f"{mean(within[0], 'reference_acc'):.4f}, {gap(within[0])}") if within else "none measured"
         plain_accs = list({(r.get("reference_when"), r.get("seed", 0)): r["reference_acc"]
                            for r in flat}.values())  # one reference run beside several recipes counts once
-        lines.append(f"| {name} | {kind} | {epochs} at {size} px | {per_epoch} | {fits} | {closest} | "
+        rows.append(f"| {name} | {kind} | {epochs} at {size} px | {per_epoch} | {fits} | {closest} | "
                      f"{min(plain_accs):.4f}-{max(plain_accs):.4f} ({len(plain_accs)} "
                      f"run{'s' * (len(plain_accs) > 1)}) |")
-    return lines
+    if not rows:
+        return heading + ["Every shared set and kind has a recipe that reached (the tables above)."]
+    return heading + intro + rows
 
 
 def gap(runs):

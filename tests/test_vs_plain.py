@@ -123,6 +123,7 @@ def test_what_bounds_a_set_no_recipe_reached():
     assert vs_plain.gap([grown, {**grown, "acc_tta": 0.80}]) == "gap -0.0100 ± 0.0200 (2 SE)"
     assert vs_plain.bound_table([grown])[-1].split(" | ")[3] == "not measured (no run at 64 px without " \
                                                                 "--progressive)"
+    assert vs_plain.bound_table([elsewhere])[-1].startswith("Every shared set and kind has a recipe")
 
 
 def test_repredict_keeps_the_training_and_tests_at_the_size_train_py_derives_now(tmp_path, monkeypatch):
