@@ -435,7 +435,7 @@ def bound_table(results):
              "| set | kind | the plain script's epochs | ours at its input size, s per epoch (ours / "
              "plain) | our epochs in half its time | most accurate within half: ours / plain, TTA | plain "
              "script over its seeds |", "|---|---|---|---|---|---|---|"]
-    groups, rows = {}, []
+    groups, table = {}, []
     for runs in by_row(results, candidates=True):
         if runs[0]["set"] in SHARED_SETS:
             groups.setdefault((runs[0]["kind"], runs[0]["set"]), []).append(runs)
@@ -468,12 +468,12 @@ def bound_table(results):
                    f"{mean(within[0], 'reference_acc'):.4f}, {gap(within[0])}") if within else "none measured"
         plain_accs = list({(r.get("reference_when"), r.get("seed", 0)): r["reference_acc"]
                            for r in flat}.values())  # one reference run beside several recipes counts once
-        rows.append(f"| {name} | {kind} | {epochs} at {size} px | {per_epoch} | {fits} | {closest} | "
-                     f"{min(plain_accs):.4f}-{max(plain_accs):.4f} ({len(plain_accs)} "
-                     f"run{'s' * (len(plain_accs) > 1)}) |")
-    if not rows:
+        table.append(f"| {name} | {kind} | {epochs} at {size} px | {per_epoch} | {fits} | {closest} | "
+                      f"{min(plain_accs):.4f}-{max(plain_accs):.4f} ({len(plain_accs)} "
+                      f"run{'s' * (len(plain_accs) > 1)}) |")
+    if not table:
         return heading + ["Every shared set and kind has a recipe that reached (the tables above)."]
-    return heading + intro + rows
+    return heading + intro + table
 
 
 def gap(runs):

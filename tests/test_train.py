@@ -217,7 +217,7 @@ def test_freeze_epochs_train_only_the_head(tmp_path, competition, monkeypatch):
     state = torch.load(run_dir / "last.pt", weights_only=False)
     from models import build_model
     torch.manual_seed(0)
-    fresh, _, _ = build_model("smallcnn", 3)
+    fresh, _, _ = build_model(state["inference"]["arch"], 3)  # the default small CNN
     first_conv = next(k for k in state["model"] if k.startswith("features.") and k.endswith("weight"))
     assert torch.equal(state["model"][first_conv], fresh.state_dict()[first_conv])  # untouched backbone
     assert read_log(run_dir)[0]["head_only"] == "True"
