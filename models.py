@@ -109,26 +109,18 @@ def conv_bn_relu(cin, cout):
                          nn.ReLU(inplace=True))
 
 
-def small_cnn_features(attention, width):
+def small_cnn_features(attention, width, pool_first=False):
     """Four stages of two 3x3 convs (width, 2x, 4x, 8x channels), attention, then 2x2 max pooling: 1/16
-    resolution. Compute grows with the square of the width."""
+    resolution (smallcnn). Compute grows with the square of the width. pool_first (poolcnn): each stage
+    pools after its first conv instead, where batch norm and ReLU then run on a quarter of the values
+    (airbench's order: conv, pool, norm, activation): the second conv runs at half the resolution, for
+    46% of the multiply-adds at the same input size and the same 1/16 output."""
     stages, cin = [], 3
     for width in (width, 2 * width, 4 * width, 8 * width):
-        stages += [conv_bn_relu(cin, width), conv_bn_relu(width, width), attention_block(attention, width),
-                   nn.MaxPool2d(2)]
-        cin = width
-    return nn.Sequential(*stages), cin
-
-
-def pool_cnn_features(attention, width):
-    """smallcnn's four stages with each 2x2 max pooling moved after the stage's first conv, where batch
-    norm and ReLU then run on a quarter of the values (airbench's order: conv, pool, norm, activation):
-    the second conv of every stage runs at half the resolution, for 46% of smallcnn's
-    multiply-adds at the same input size and the same 1/16 output."""
-    stages, cin = [], 3
-    for width in (width, 2 * width, 4 * width, 8 * width):
-        stages += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width),
-                   nn.ReLU(inplace=True), conv_bn_relu(width, width), attention_block(attention, width)]
+        first = ([nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width),
+                  nn.ReLU(inplace=True)] if pool_first else [conv_bn_relu(cin, width)])
+        stages += first + [conv_bn_relu(width, width), attention_block(attention, width)]
+        stages += [] if pool_first else [nn.MaxPool2d(2)]
         cin = width
     return nn.Sequential(*stages), cin
 
@@ -252,8 +244,7 @@ def build_model(arch, num_classes, pretrained=False, attention="none", drop=0.0,
         if pretrained:
             raise UserError(f"{arch} has no pretrained weights: drop --pretrained "
                             "or pick a backbone with --arch")
-        build = small_cnn_features if arch == "smallcnn" else pool_cnn_features
-        features, channels = build(attention, width or 32)
+        features, channels = small_cnn_features(attention, width or 32, pool_first=arch == "poolcnn")
         return Classifier(features, channels, num_classes, drop=drop), IMAGENET_MEAN, IMAGENET_STD
     if weights_file and (arch in SCRATCH_ARCHS or arch in LITE_ARCHS):
         raise UserError(f"--weights is for torchvision and timm backbones; {arch} has its own")
