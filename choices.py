@@ -59,6 +59,11 @@ IMAGE_SIZE = bounded(int, 16, 2048)  # the small CNN pools 4 times;
                                      # beyond 2048 px a batch rarely fits in memory
 
 
+def image_size_or_off(text):
+    """argparse type of a size that 0 turns off (train.py --progressive): 0, or an IMAGE_SIZE."""
+    return 0 if text.strip() == "0" else IMAGE_SIZE(text)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The module docstring as written, and every option's default; options whose default is
     derived at run time (None) or a plain switch say so in their own help instead of "None"."""

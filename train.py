@@ -18,10 +18,10 @@ to focal at an epoch or when the metric stalls), label smoothing, mixup/cutmix, 
 progressive resizing (smaller images first, shrunk on the device), early stopping, best.pt when the
 monitored metric improves and last.pt every epoch.
 Settings are made in one place, resolve_settings: what the command line leaves out comes from the model
-kind (DEFAULTS) and the data (derive_defaults: input size, test size, batch size, epochs), is printed with its
-source, and is read-only from then on. Validation uses val/ when the folder has one, else a stratified
-15% of train/ that keeps near-duplicates on one side (data.holdout_split); synthetic and pseudo-labeled
-images only ever join the training set.
+kind (DEFAULTS) and the data (derive_defaults: input size, test size, batch size, epochs, progressive
+resizing), is printed with its source, and is read-only from then on. Validation uses val/ when the
+folder has one, else a stratified 15% of train/ that keeps near-duplicates on one side
+(data.holdout_split); synthetic and pseudo-labeled images only ever join the training set.
 
 Each run folder holds config.json (every setting, where each one not given came from, package
 versions, git commit), split_counts.csv and split.csv (which images trained and validated), log.csv (a
@@ -56,6 +56,7 @@ from choices import (
     HelpFormatter,
     arch,
     bounded,
+    image_size_or_off,
 )
 
 # What the recipe flags become when not given, by model kind. The small CNNs train from scratch with
@@ -67,11 +68,14 @@ DEFAULTS = {"scratch": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e
             "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
 # The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
 # at least MIN_STEPS optimizer steps, so that a small dataset still trains, but never more than 3x the
-# epochs. From scratch: poolcnn's 14 epochs at 64 px reach the accuracy of the plain script in
-# ../shared/bench (10 epochs of smallcnn's layout on every image) in under half its time on every shared
-# set, where smallcnn took 30 epochs and about as long as the plain script (reports/vs_plain.md).
-BUDGET = {"scratch": dict(size=64, epochs=14), "backbone": dict(size=192, epochs=7)}
-MIN_STEPS = 300
+# epochs; the first epochs at PROGRESSIVE times the input size (epoch_img_size). Each reaches the test
+# accuracy of the plain scripts in ../shared/bench in under half their time on every shared set
+# (reports/vs_plain.md). From scratch: poolcnn's 14 epochs at 64 px, where smallcnn took 30 epochs and
+# about as long as the plain script. Pretrained: 5 epochs at 160 px from 128 px, where 7 at 192 px took
+# 0.6-1.0 of its time; 200 steps keep the 5 epochs on sets of 1,300-1,700 images (utilityvehicles10,
+# trashnet6), where 300 made them 8 and 6.
+BUDGET = {"scratch": dict(size=64, epochs=14, min_steps=300, progressive=0),
+          "backbone": dict(size=160, epochs=5, min_steps=200, progressive=0.8)}
 PLOT_EVERY_S = 60  # drawing curves.png takes 1-2 s on a CPU: up to a fifth of a small CNN epoch
 SMALL_DATASET = 1000  # fewer training images than this: batches of 16, twice the optimizer steps
 
@@ -129,16 +133,17 @@ def model_options(p):
 def input_options(p):
     g = p.add_argument_group("input and augmentation")
     g.add_argument("--img-size", type=IMAGE_SIZE,
-                   help="input size (default: the images' median short side, within 32-64 px "
-                        "from scratch and 160-192 px pretrained)")
+                   help="input size (default: the images' median short side within 32-64 px "
+                        "from scratch, 160 px pretrained)")
     g.add_argument("--upscale", default="bicubic", choices=UPSCALE, help="interpolation when enlarging")
     g.add_argument("--aug", default="light", choices=AUGMENTATIONS,
                    help="training augmentation (augment.py): none; "
                         "flips (horizontal + vertical, nothing else); light (shift, zoom, horizontal flip); "
                         "heavy (crop, colour, rotation, horizontal flip)")
-    g.add_argument("--progressive", type=IMAGE_SIZE, metavar="PX",
+    g.add_argument("--progressive", type=image_size_or_off, metavar="PX",
                    help="progressive resizing: train the first epochs at PX px, growing linearly to "
-                        "--img-size, which the last third of the epochs and validation see (default: off)")
+                        "--img-size, which the last third of the epochs and validation see; 0: off "
+                        "(default: 80%% of --img-size pretrained, off from scratch)")
     g.add_argument("--test-size", type=IMAGE_SIZE, metavar="PX",
                    help="input size predict.py tests at (default: --img-size; 10%% larger after --aug "
                         "heavy, whose crops show objects larger than the whole image does)")
@@ -675,6 +680,7 @@ def resolve_settings(args, device=None, data_dir=None, train=None, init=None, re
     if resumed:  # a run saved before an option existed takes that option's default
         values = {**vars(parse_args([])), **resumed["args"],
                   **{key: getattr(args, key) for key in WHERE_IT_RUNS}}
+        values["progressive"] = values["progressive"] or 0  # None before it was derived: it was off
     else:
         values = dict(vars(args))
     sources = {}
@@ -686,6 +692,7 @@ def resolve_settings(args, device=None, data_dir=None, train=None, init=None, re
     if init is not None:  # fine-tuning keeps the run's model and input size
         values.update({key: init[key] for key in INIT_KEEPS})
         sources.update(dict.fromkeys(INIT_KEEPS, f"--init {args.init}"))
+        fill("progressive", 0, f"--init {args.init}: fine-tuning, at the size it was trained for")
     fill("arch", "efficientnet_lite0" if values["pretrained"] else "poolcnn",
          "--pretrained" if values["pretrained"] else "default")
     kind = model_kind(values["arch"])
@@ -704,9 +711,9 @@ def resolve_settings(args, device=None, data_dir=None, train=None, init=None, re
 
 
 def derive_defaults(values, train):
-    """{setting: (value, why)}: the input size, test size, batch size and epochs that values leave out,
-    from the model kind, the training images and the augmentation (augment.input_size, augment.test_size,
-    BUDGET)."""
+    """{setting: (value, why)}: the input size, test size, batch size, epochs and progressive resizing
+    that values leave out, from the model kind, the training images and the augmentation
+    (augment.input_size, augment.test_size, BUDGET)."""
     kind = model_kind(values["arch"])
     budget, derived = BUDGET[kind], {}
     img_size, batch_size = values["img_size"], values["batch_size"]
@@ -724,9 +731,14 @@ def derive_defaults(values, train):
     if values["epochs"] is None:
         steps_per_epoch = max(1, len(train.paths) // batch_size)
         epochs = round(budget["epochs"] * budget["size"] / img_size)
-        derived["epochs"] = (min(3 * epochs, max(epochs, math.ceil(MIN_STEPS / steps_per_epoch))),
+        derived["epochs"] = (min(3 * epochs, max(epochs, math.ceil(budget["min_steps"] / steps_per_epoch))),
                              f"{budget['epochs']} at {budget['size']} px scaled to {img_size} px, at least "
-                             f"{MIN_STEPS} steps of {steps_per_epoch}")
+                             f"{budget['min_steps']} steps of {steps_per_epoch}")
+    if values["progressive"] is None:
+        start = int(8 * round(budget["progressive"] * img_size / 8))
+        start = start if start < img_size else 0  # at 16 px there is nothing smaller to start from
+        derived["progressive"] = start, (f"{budget['progressive']:.0%} of the input size" if start
+                                         else f"{kind} default: off")
     return derived
 
 

@@ -355,8 +355,8 @@ def candidate_table(results):
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for runs in by_row(results, candidates=True):
         first = runs[0]
-        name = (f"{first['recipe_name']}: `{first['recipe_args']}`" if "recipe_name" in first
-                else "default")
+        name = (f"{first['recipe_name']}: `{first['recipe_args']}`" if first.get("recipe_args")
+                else first.get("recipe_name", "default"))  # a former default has no arguments
         val = mean_std(runs, "kept_val_acc") if all("kept_val_acc" in r for r in runs) else "-"
         lines.append(f"| {first['set']} | {first['kind']} | {name} | {len(runs)} | {val} | "
                      f"{mean_std(runs, 'reference_acc')} | {reference_at_half(runs)} | "

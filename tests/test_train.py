@@ -112,20 +112,45 @@ def derived(argv, short_side, images):
 def test_defaults_follow_the_model_kind_and_the_data():
     # vehicles6-like: 100 px, 3,300 training images
     assert derived([], 100, 3300)[0] == ("poolcnn", 64, 32, 14, "sgd")
-    assert derived(["--pretrained"], 100, 3300)[0] == ("efficientnet_lite0", 160, 32, 8, "adamw")
-    # photos keep up to 192 px; tiny images are upscaled to 160 px for a pretrained backbone
-    assert derived(["--pretrained"], 192, 3300)[0][1:4] == (192, 32, 7)
-    assert derived(["--pretrained"], 480, 3300)[0][1] == 192
+    assert derived(["--pretrained"], 100, 3300)[0] == ("efficientnet_lite0", 160, 32, 5, "adamw")
+    # pretrained, photos and tiny images alike are resized to 160 px
+    assert derived(["--pretrained"], 480, 3300)[0][1:4] == (160, 32, 5)
     assert derived(["--pretrained"], 28, 6000)[0][1] == 160
     # 28 px grayscale from scratch: 32 px, twice the epochs of 64 px
     assert derived([], 28, 6000)[0][1:4] == (32, 32, 28)
-    # a small dataset: batches of 16 and at least 300 steps, within 3x the budget's epochs
+    # utilityvehicles10-like: 1,362 images, 42 steps an epoch: 200 steps keep the pretrained 5 epochs
+    assert derived(["--pretrained"], 400, 1362)[0][3] == 5
+    # a small dataset: batches of 16 and at least the budget's steps, within 3x its epochs
     (_, _, batch, epochs, _), why = derived(["--pretrained"], 224, 400)
-    assert (batch, epochs) == (16, 12) and set(why) == {"img_size", "batch_size", "epochs"}
+    assert (batch, epochs) == (16, 8) and set(why) == {"img_size", "batch_size", "epochs"}
+    assert derived([], 100, 400)[0][2:4] == (16, 14)  # 300 steps of 25: 12 epochs, under the budget's 14
+    assert derived(["--img-size", "96"], 100, 100)[0][2:4] == (16, 27)  # 300 steps of 6: 50, capped 3 x 9
     # what the user gives is kept, and not reported as derived
     (_, size, batch, epochs, _), why = derived(["--img-size", "96", "--batch-size", "8", "--epochs", "2"],
                                                100, 3300)
     assert (size, batch, epochs, why) == (96, 8, 2, {})
+
+
+def test_progressive_resizing_is_derived_pretrained_only():
+    """Pretrained, the first epochs train at 80% of the input size (to 8 px); from scratch, at
+    --init (fine-tuning) and where nothing is smaller than the input size, not at all; 0 turns it off."""
+    from data import Split
+    split = Split(["0.jpg"] * 400, ["a"] * 400, sizes=np.full((400, 2), 100))
+
+    def progressive(*argv, init=None):
+        args, sources = train.resolve_settings(train.parse_args(list(argv)), train=split, init=init)
+        return args.progressive, sources.get("progressive")
+    assert progressive("--pretrained") == (128, "80% of the input size")
+    assert progressive("--pretrained", "--img-size", "224")[0] == 176  # 179.2, to 8 px
+    assert progressive("--pretrained", "--img-size", "16") == (0, "backbone default: off")
+    assert progressive() == (0, "scratch default: off")
+    assert progressive("--pretrained", "--progressive", "0") == (0, None)
+    assert progressive("--pretrained", "--progressive", "96") == (96, None)
+    init = {"arch": "efficientnet_lite0", "attention": "none", "drop": 0.0, "width": None, "img_size": 160,
+            "upscale": "bicubic", "vflip": False}
+    assert progressive("--init", "runs/x", init=init)[0] == 0
+    with pytest.raises(SystemExit):
+        train.parse_args(["--progressive", "8"])  # neither off nor a size
 
 
 def test_the_test_size_is_larger_after_heavy_augmentation_crops():
@@ -202,6 +227,15 @@ def test_resume_continues_the_same_run_exactly(tmp_path, competition, monkeypatc
     assert [r["epoch"] for r in resumed] == ["1", "2", "3"]
     for key in ("train_loss", "val_loss", "lr"):
         assert math.isclose(float(whole[2][key]), float(resumed[2][key]), rel_tol=1e-5), key
+
+
+def test_a_run_saved_before_progressive_resizing_was_derived_resumes_without_it():
+    from data import Split
+    split = Split(["0.jpg"] * 400, ["a"] * 400, sizes=np.full((400, 2), 100))
+    saved = vars(train.parse_args(["--pretrained", "--img-size", "192", "--epochs", "7"]))
+    resumed, _ = train.resolve_settings(train.parse_args(["--resume", "runs/x"]), train=split,
+                                        resumed={"args": saved})
+    assert (resumed.progressive, resumed.img_size, resumed.epochs) == (0, 192, 7)
 
 
 def test_resume_refuses_a_wrong_file(tmp_path):
