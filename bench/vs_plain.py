@@ -193,30 +193,36 @@ def our_curve(rows):
 
 def plot_time_to_accuracy(results, name):
     """reports/vs_plain/NAME.png: accuracy against training seconds, a panel per kind: every seed's curve
-    of the plain script (test accuracy, each reference run once) and of ours, the default command and each
-    candidate recipe in a colour of its own (validation accuracy, and as a star the test accuracy
-    predict.py measured at the end of training). None when no row of the set has curves."""
+    of the plain script (test accuracy, each reference run once) and of ours (validation accuracy, and as
+    a star the test accuracy predict.py measured at the end of training): the default command in blue,
+    every candidate recipe in grey behind it (the tables name them). Dashed and dotted lines: the plain
+    script's mean final accuracy and half its mean training seconds, the corner ours must reach. None
+    when no row of the set has curves."""
     rows = [r for r in results if r["set"] == name and r.get("curve") and r.get("reference_curve")]
     if not rows:
         return None
     kinds = sorted({r["kind"] for r in rows})
-    recipes = sorted({r.get("recipe_name", "") for r in rows})  # "" (the default) first
-    colours = dict(zip(recipes, ["tab:blue", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:pink",
-                                 "tab:olive", "tab:cyan"] * 4))
     plt = pyplot()
     fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        for i, curve in enumerate(reference_curves(r for r in rows if r["kind"] == kind).values()):
-            ax.plot(*zip(*curve), color="tab:orange", marker=".", alpha=0.8,
+        plain = list(reference_curves(r for r in rows if r["kind"] == kind).values())
+        for i, curve in enumerate(plain):
+            ax.plot(*zip(*curve), color="tab:orange", marker=".", alpha=0.8, zorder=2,
                     label=None if i else "plain script, test")
+        # the target: the plain script's mean final accuracy, within half its mean training seconds
+        ax.axhline(statistics.mean(curve[-1][1] for curve in plain), color="tab:orange", ls="--", lw=0.8,
+                   label="plain script, mean final accuracy")
+        ax.axvline(statistics.mean(curve[-1][0] for curve in plain) / 2, color="tab:orange", ls=":", lw=0.8,
+                   label="half its mean training seconds")
         labelled = set()
         for r in (r for r in rows if r["kind"] == kind):
-            recipe_name = r.get("recipe_name", "")
-            ours = f"ours{' ' + recipe_name if recipe_name else ''}"
-            ax.plot(*zip(*r["curve"]), color=colours[recipe_name], marker=".", alpha=0.8,
+            default = "recipe_name" not in r
+            colour, ours = ("tab:blue", "ours, default") if default else ("0.7", "ours, candidate recipes")
+            ax.plot(*zip(*r["curve"]), color=colour, marker=".", alpha=0.8, zorder=3 if default else 1,
                     label=None if ours in labelled else f"{ours}, validation")
-            ax.scatter([r["curve"][-1][0]], [r["acc_tta"]], color=colours[recipe_name], marker="*", s=120,
-                       zorder=3, label=None if ours in labelled else f"{ours}, test (TTA 8)")
+            ax.scatter([r["curve"][-1][0]], [r["acc_tta"]], color=colour, marker="*",
+                       s=120 if default else 50, zorder=4 if default else 1,
+                       label=None if ours in labelled else f"{ours}, test (TTA 8)")
             labelled.add(ours)
         ax.set(title=f"{name}, {kind}", xlabel="training seconds (epochs only)", ylabel="accuracy")
         late = [acc for r in rows if r["kind"] == kind for curve in (r["curve"], r["reference_curve"])

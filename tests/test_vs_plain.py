@@ -69,6 +69,8 @@ def test_a_candidate_recipe_is_a_row_of_its_own_and_stays_out_of_the_headline(tm
     assert "| vehicles6 | scratch | default | 1 | 0.9800 |" in candidates
     assert "| scratch | short: `--epochs 5` | 1 | 0.9700 | 0.9000 | - | 0.9600 | 40 | 0.40 |" in candidates
     assert "vehicles6 scratch short seed 1 then, now (AMD EPYC (AVX2))" in candidates
+    former = {**candidate, "recipe_name": "default-until-dec5", "recipe_args": ""}  # kept under a name
+    assert "| scratch | default-until-dec5 | 1 |" in "\n".join(vs_plain.candidate_table([former]))
     verdict = candidates.split("## Half the time")[1]  # both reach 0.9; only the candidate in 0.5
     short = "short (1 seed, AMD EPYC (AVX2))"
     assert f"| vehicles6 | scratch | {short} | 0.40 | {short} | 0.9600 / 0.9000 | - |" in verdict
