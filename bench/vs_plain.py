@@ -330,6 +330,7 @@ def write_report(results):
                      f"{mean_std(runs, 'acc_tta')} | {mean_std(runs, 'reference_seconds', 0)} | "
                      f"{mean_std(runs, 'train_seconds', 0)} | {time_ratio(runs):.2f} | "
                      f"{time_to_reference(runs)} | {first['recipe']} | {'; '.join(views)} |")
+    lines += [""] + default_verdict(results)
     if any("recipe_name" in r for r in results):
         lines += (candidate_table(results) + verdict_table(results) + every_set_table(results)
                   + bound_table(results))
@@ -345,6 +346,20 @@ def write_report(results):
     REPORT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:]))
     update_readme(results)
+
+
+def default_verdict(results):
+    """Markdown lines, one per kind: on how many shared sets the default command reached the plain
+    script's test accuracy within half its time (reached), and on each its paired gap to the plain script
+    (a gap within 2 SE of zero is a tie at these seeds)."""
+    lines = []
+    for kind in KINDS:
+        rows = {runs[0]["set"]: runs for runs in by_row(results) if runs[0]["kind"] == kind}
+        cells = [(f"{name} {reached(rows[name])[0]}, {gap(rows[name])}", reached(rows[name])[1])
+                 if name in rows else (f"{name} not run", False) for name in SHARED_SETS]
+        lines.append(f"- The {kind} default reached on {sum(ok for _, ok in cells)} of {len(SHARED_SETS)} "
+                     "shared sets: " + "; ".join(text for text, _ in cells) + ".")
+    return lines
 
 
 def candidate_table(results):

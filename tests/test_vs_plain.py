@@ -65,7 +65,7 @@ def test_a_candidate_recipe_is_a_row_of_its_own_and_stays_out_of_the_headline(tm
     vs_plain.write_report([default, candidate])
     report = (tmp_path / "vs_plain.md").read_text()
     main_table, candidates = report.split("## Candidate recipes")
-    assert "short" not in main_table and len(readme) == 3 and "80 s / 100 s = 0.80" in readme[2]
+    assert "--epochs 5" not in main_table and len(readme) == 3 and "80 s / 100 s = 0.80" in readme[2]
     assert "| vehicles6 | scratch | default | 1 | 0.9800 |" in candidates
     assert "| scratch | short: `--epochs 5` | 1 | 0.9700 | 0.9000 | - | 0.9600 | 40 | 0.40 |" in candidates
     assert "vehicles6 scratch short seed 1 then, now (AMD EPYC (AVX2))" in candidates
@@ -84,6 +84,17 @@ def test_reuse_reference_takes_the_latest_reference_of_the_set_kind_and_seed():
             {"set": "a", "kind": "scratch", "seed": 1, "reference_when": "2026-12-06 00:00"}]
     assert vs_plain.latest_reference(rows, ("a", "scratch", 0, "e15p32")) is rows[1]
     assert vs_plain.latest_reference(rows, ("a", "pretrained", 0, None)) is None
+
+
+def test_the_verdict_counts_the_shared_sets_each_default_reached():
+    row = {"kind": "scratch", "seed": 0, "acc_tta": 0.95, "reference_acc": 0.9, "train_seconds": 40,
+           "reference_seconds": 100}
+    results = [{**row, "set": "vehicles6"}, {**row, "set": "trashnet6", "train_seconds": 60},
+               {**row, "set": "utilityvehicles10", "recipe_name": "fast"}]  # a candidate is not the default
+    scratch = [line for line in vs_plain.default_verdict(results) if "scratch" in line]
+    assert scratch == ["- The scratch default reached on 1 of 3 shared sets: vehicles6 0.9500 / 0.9000 at "
+                       "0.40: reached, gap +0.0500; utilityvehicles10 not run; trashnet6 0.9500 / 0.9000 at "
+                       "0.60: time short, gap +0.0500."]
 
 
 def test_one_recipe_on_every_shared_set_is_what_a_default_needs():
