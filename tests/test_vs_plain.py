@@ -114,29 +114,35 @@ def test_one_recipe_on_every_shared_set_is_what_a_default_needs():
     assert slow["utilityvehicles10"] == "not run" and lines[-1].endswith("| 1 of 3 |")  # digits is not shared
 
 
-def test_what_bounds_a_set_no_recipe_reached():
+def test_what_bounds_a_set_the_default_did_not_reach():
     def row(recipe_name, recipe, acc_tta, seconds, curve, name="trashnet6"):
         return {"set": name, "kind": "scratch", "seed": 0, "recipe_name": recipe_name, "recipe": recipe,
                 "acc_tta": acc_tta, "reference_acc": 0.8, "train_seconds": seconds, "reference_seconds": 120,
                 "reference_when": "then", "machine": "AMD EPYC (AVX2), 0 loader worker(s)",
                 "reference_curve": [[50.0, 0.7], [100.0, 0.8]], "curve": curve}
-    full_size = row("e4", "smallcnn, 64 px, 4 epochs, batch 32", 0.75, 50, [[10.0, 0.6], [40.0, 0.7]])
-    grown = row("p32", "smallcnn, 64 px, 8 epochs, batch 32, from 32 px", 0.78, 54, [[2.0, 0.5], [50.0, 0.7]])
+    full_size = row("e4", "smallcnn, 64 px, 4 epochs, batch 32", 0.75, 50, [[20.0, 0.6], [40.0, 0.7]])
+    grown = row("p32", "smallcnn, 64 px, 8 epochs, batch 32, from 32 px", 0.78, 54, [[2.0, 0.5], [32.0, 0.7]])
     cheaper = row("pool2", "poolcnn, 64 px, 2 epochs, batch 32", 0.7, 20, [[5.0, 0.5], [10.0, 0.6]])
-    elsewhere = {**full_size, "set": "vehicles6", "acc_tta": 0.81}  # reached there: no row
-    lines = vs_plain.bound_table([full_size, grown, cheaper, elsewhere])
+    frozen = {**row("f2", "smallcnn, 64 px, 2 epochs, batch 32", 0.7, 20, [[1.0, 0.5], [2.0, 0.6]]),
+              "recipe_args": "--freeze-stages 2"}  # its epochs are cheaper than the default's: left out
+    elsewhere = {**full_size, "set": "vehicles6", "acc_tta": 0.81}  # the default reached there: no row
+    del elsewhere["recipe_name"]
+    lines = vs_plain.bound_table([full_size, grown, cheaper, frozen, elsewhere])
     assert len(lines) == 8 and lines[-1].startswith("| trashnet6 | scratch | 10 at 64 px | ")
     cells = lines[-1].strip("| ").split(" | ")
-    # per architecture: smallcnn 20 s per epoch of ours against 50 of the plain script's, and
-    # (120 / 2 - 10 s start-up) / 20 s = 2.5 epochs in half its time; poolcnn 5 s, (60 - 10) / 5 = 10
-    assert cells[3:6] == ["poolcnn: 5.0 s against 50.0 s (0.10), 1 run; smallcnn: 20.0 s against 50.0 s "
-                          "(0.40), 1 run", "poolcnn: 10.0; smallcnn: 2.5",
+    # per architecture, our last epoch against the plain script's mean of 50 s: smallcnn 20 and 30 s
+    # (median 25 s), (120 / 2 - 10 s start-up) / 20 s = 2.5 and (60 - 22) / 30 = 1.27 epochs in half its
+    # time (median 1.9); poolcnn 5 s, (60 - 10) / 5 = 10
+    assert cells[3:6] == ["poolcnn: 5.0 s against 50.0 s (0.10), 1 run; smallcnn: 25.0 s against 50.0 s "
+                          "(0.50), 2 runs", "poolcnn: 10.0; smallcnn: 1.9",
                           "p32 (1 seed, AMD EPYC (AVX2)): 0.7800 / 0.8000, gap -0.0200"]
-    assert cells[6] == "0.8000-0.8000 (1 run)"  # both rows beside one reference run
+    assert cells[6] == "0.8000-0.8000 (1 run)"  # every row beside one reference run
     assert vs_plain.gap([grown, {**grown, "acc_tta": 0.80}]) == "gap -0.0100 ± 0.0200 (2 SE)"
-    assert vs_plain.bound_table([grown])[-1].split(" | ")[3] == "not measured (no run at 64 px without " \
-                                                                "--progressive)"
-    assert vs_plain.bound_table([elsewhere])[-1].startswith("Every shared set and kind has a recipe")
+    assert vs_plain.bound_table([frozen])[-1].split(" | ")[3] == "not measured (no run at 64 px without " \
+                                                                 "frozen stages)"
+    # a candidate that reached does not answer for the default command
+    assert vs_plain.bound_table([{**cheaper, "acc_tta": 0.9}])[-1].startswith("| trashnet6 | scratch |")
+    assert vs_plain.bound_table([elsewhere])[-1].startswith("The default command reached on every shared")
 
 
 def test_repredict_keeps_the_training_and_tests_at_the_size_train_py_derives_now(tmp_path, monkeypatch):
