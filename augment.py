@@ -47,8 +47,8 @@ INTERPOLATION = dict(zip(UPSCALE, (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTE
 def input_size(short_side, pretrained):
     """The default input size for images whose median short side is `short_side` px: from scratch, that
     side rounded to 32 px within 32-64 px; pretrained, 160 px whatever the images (the backbones learned
-    objects at ImageNet scale, so small images are upscaled to it; at 160 px they reach the plain script's
-    accuracy in under half its time on every shared set, where photos at 192 px, 1.44x the cost of an
+    objects at ImageNet scale, so small images are upscaled to it; at 160 px they tie the plain script's
+    accuracy in under half its time on the shared sets, where photos at 192 px, 1.44x the cost of an
     epoch, took 0.6-1.0 of it: reports/vs_plain.md). Pass --img-size for more."""
     if pretrained:
         return 160

@@ -68,12 +68,12 @@ DEFAULTS = {"scratch": dict(width=32, optimizer="sgd", lr=0.025, weight_decay=5e
             "backbone": dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, label_smoothing=0.1, drop=0.0)}
 # The training budget: EPOCHS at SIZE px, more epochs at a smaller input size (an epoch costs less);
 # at least MIN_STEPS optimizer steps, so that a small dataset still trains, but never more than 3x the
-# epochs; the first epochs at PROGRESSIVE times the input size (epoch_img_size). Each reaches the test
-# accuracy of the plain scripts in ../shared/bench in under half their time on every shared set
-# (reports/vs_plain.md). From scratch: poolcnn's 14 epochs at 64 px, where smallcnn took 30 epochs and
-# about as long as the plain script. Pretrained: 5 epochs at 160 px from 128 px, where 7 at 192 px took
-# 0.6-1.0 of its time; 200 steps keep the 5 epochs on sets of 1,300-1,700 images (utilityvehicles10,
-# trashnet6), where 300 made them 8 and 6.
+# epochs; the first epochs at PROGRESSIVE times the input size (epoch_img_size). Against the plain
+# scripts in ../shared/bench on every shared set (reports/vs_plain.md): from scratch, poolcnn's 14 epochs
+# at 64 px reach their test accuracy in under half their time, where smallcnn took 30 epochs and about as
+# long. Pretrained, 5 epochs at 160 px from 128 px take 0.38-0.42 of their time and tie their accuracy
+# (within 2 SE over 3-4 seeds; 1.4 points under on trashnet6), where 7 at 192 px took 0.6-1.0 of it;
+# 200 steps keep the 5 epochs on sets of 1,300-1,700 images, where 300 made them 8 and 6.
 BUDGET = {"scratch": dict(size=64, epochs=14, min_steps=300, progressive=0),
           "backbone": dict(size=160, epochs=5, min_steps=200, progressive=0.8)}
 PLOT_EVERY_S = 60  # drawing curves.png takes 1-2 s on a CPU: up to a fifth of a small CNN epoch
