@@ -117,10 +117,13 @@ def small_cnn_features(attention, width, pool_first=False):
     46% of the multiply-adds at the same input size and the same 1/16 output."""
     stages, cin = [], 3
     for width in (width, 2 * width, 4 * width, 8 * width):
-        first = ([nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width),
-                  nn.ReLU(inplace=True)] if pool_first else [conv_bn_relu(cin, width)])
-        stages += first + [conv_bn_relu(width, width), attention_block(attention, width)]
-        stages += [] if pool_first else [nn.MaxPool2d(2)]
+        if pool_first:
+            stages += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True), conv_bn_relu(width, width),
+                       attention_block(attention, width)]
+        else:
+            stages += [conv_bn_relu(cin, width), conv_bn_relu(width, width),
+                       attention_block(attention, width), nn.MaxPool2d(2)]
         cin = width
     return nn.Sequential(*stages), cin
 

@@ -355,8 +355,10 @@ def default_verdict(results):
     lines = []
     for kind in KINDS:
         rows = {runs[0]["set"]: runs for runs in by_row(results) if runs[0]["kind"] == kind}
-        cells = [(f"{name} {reached(rows[name])[0]}, {gap(rows[name])}", reached(rows[name])[1])
-                 if name in rows else (f"{name} not run", False) for name in SHARED_SETS]
+        cells = []
+        for name in SHARED_SETS:
+            text, ok = reached(rows[name]) if name in rows else ("not run", False)
+            cells.append((f"{name} {text}" + (f", {gap(rows[name])}" if name in rows else ""), ok))
         lines.append(f"- The {kind} default reached on {sum(ok for _, ok in cells)} of {len(SHARED_SETS)} "
                      "shared sets: " + "; ".join(text for text, _ in cells) + ".")
     return lines
