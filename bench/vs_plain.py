@@ -128,8 +128,9 @@ def run_reference(data, kind, seed, tag, earlier=None):
 
 def run_ours(data, kind, seed, tag, extra=()):
     """train.py (the default command, then extra) and predict.py --tta 8: wall seconds of each, test
-    accuracy without and with the views, the training curve (our_curve) and the validation accuracy of
-    the epoch best.pt kept."""
+    accuracy without and with the views, and, where the run held images out for validation (not with
+    --val-fraction 0), the training curve (our_curve) and the validation accuracy of the epoch best.pt
+    kept."""
     from experiments import kept_row  # imports torch: only when ours runs
     run = OUT / tag
     shutil.rmtree(run, ignore_errors=True)  # train.py would otherwise pick a new name beside it
@@ -142,8 +143,10 @@ def run_ours(data, kind, seed, tag, extra=()):
     with open(run / "log.csv", newline="") as f:
         log = list(csv.DictReader(f))
     kept = kept_row(log, config["monitor"])
-    return {**predict_run(run, tag), "kept_val_acc": float(kept["val_acc"]), "kept_epoch": int(kept["epoch"]),
-            "train_seconds": round(train_seconds), "curve": our_curve(log),
+    validated = ({"kept_val_acc": float(kept["val_acc"]), "curve": our_curve(log)} if kept.get("val_acc")
+                 else {})
+    return {**predict_run(run, tag), **validated, "kept_epoch": int(kept["epoch"]),
+            "train_seconds": round(train_seconds),
             "machine": f"{env.get('cpu_model') or platform.machine()} ({env.get('cpu_capability', '?')}), "
                        f"{config.get('workers')} loader worker(s)", "when": when}
 

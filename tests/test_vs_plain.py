@@ -168,3 +168,32 @@ def test_repredict_keeps_the_training_and_tests_at_the_size_train_py_derives_now
     assert vs_plain.repredict(row)["recipe"].endswith("batch 32") and commands[1][-1] == "160"
     with pytest.raises(SystemExit, match="run it again"):
         vs_plain.repredict({**row, "seed": 2})
+
+
+def test_ours_without_validation_has_no_curve_and_keeps_the_last_epoch(tmp_path, monkeypatch):
+    """--recipe "all=--val-fraction 0" trains on every image, as the plain script does: its log.csv has no
+    validation columns, so the row has no curve and no validation accuracy, and best.pt is the last epoch."""
+    monkeypatch.setattr(vs_plain, "OUT", tmp_path)
+    config = {"arch": "efficientnet_lite0", "img_size": 160, "aug": "heavy", "epochs": 2, "batch_size": 32,
+              "test_size": 176, "monitor": "val_loss", "workers": 1}
+
+    def fake_timed(command, log):  # train.py writes the run folder, predict.py its test metrics
+        run = tmp_path / "trashnet6-pretrained-all"
+        if "train.py" in command:
+            run.mkdir()
+            (run / "config.json").write_text(json.dumps({"args": config, "environment": {}}))
+            (run / "log.csv").write_text(log_csv)
+        else:
+            (run / "test_metrics.json").write_text(json.dumps({"acc": 0.9, "acc_tta": 0.92,
+                                                               "tta_view_names": ["plain"]}))
+        return 10.0, ""
+
+    monkeypatch.setattr(vs_plain, "timed", fake_timed)
+    log_csv = "epoch,lr,train_acc,seconds\n1,0.001,0.5,40\n2,0.0001,0.8,50\n"
+    row = vs_plain.run_ours("D", "pretrained", 0, "trashnet6-pretrained-all", ["--val-fraction", "0"])
+    assert row["kept_epoch"] == 2 and "curve" not in row and "kept_val_acc" not in row
+    assert row["acc_tta"] == 0.92 and row["recipe"].endswith("tested at 176 px")
+    log_csv = ("epoch,lr,train_acc,val_loss,val_acc,val_f1,seconds\n1,0.001,0.5,0.4,0.9,0.9,40\n"
+               "2,0.0001,0.8,0.5,0.85,0.85,50\n")  # epoch 1 has the lower validation loss
+    row = vs_plain.run_ours("D", "pretrained", 0, "trashnet6-pretrained-all")
+    assert (row["kept_epoch"], row["kept_val_acc"], row["curve"]) == (1, 0.9, [[40.0, 0.9], [90.0, 0.85]])
