@@ -130,13 +130,20 @@ def test_what_bounds_a_set_the_default_did_not_reach():
     lines = vs_plain.bound_table([full_size, grown, cheaper, frozen, elsewhere])
     assert len(lines) == 8 and lines[-1].startswith("| trashnet6 | scratch | 10 at 64 px | ")
     cells = lines[-1].strip("| ").split(" | ")
+    assert cells[6] == "not run"  # no run on every training image
     # per architecture, our last epoch against the plain script's mean of 50 s: smallcnn 20 and 30 s
     # (median 25 s), (120 / 2 - 10 s start-up) / 20 s = 2.5 and (60 - 22) / 30 = 1.27 epochs in half its
     # time (median 1.9); poolcnn 5 s, (60 - 10) / 5 = 10
     assert cells[3:6] == ["poolcnn: 5.0 s against 50.0 s (0.10), 1 run; smallcnn: 25.0 s against 50.0 s "
                           "(0.50), 2 runs", "poolcnn: 10.0; smallcnn: 1.9",
                           "p32 (1 seed, AMD EPYC (AVX2)): 0.7800 / 0.8000, gap -0.0200"]
-    assert cells[6] == "0.8000-0.8000 (1 run)"  # every row beside one reference run
+    assert cells[7] == "0.8000-0.8000 (1 run)"  # every row beside one reference run
+    every_image = {**row("all", "smallcnn, 64 px, 4 epochs, batch 32", 0.79, 58, None),
+                   "recipe_args": "--val-fraction 0"}  # no validation: no curve, no epoch measured
+    cells = vs_plain.bound_table([full_size, grown, every_image])[-1].strip("| ").split(" | ")
+    assert cells[3] == "smallcnn: 25.0 s against 50.0 s (0.50), 2 runs"
+    assert cells[5:7] == ["all (1 seed, AMD EPYC (AVX2)): 0.7900 / 0.8000, gap -0.0100",
+                          "0.7900 / 0.8000 at 0.48: accuracy short, gap -0.0100"]
     assert vs_plain.gap([grown, {**grown, "acc_tta": 0.80}]) == "gap -0.0100 ± 0.0200 (2 SE)"
     assert vs_plain.bound_table([frozen])[-1].split(" | ")[3] == "not measured (no run at 64 px without " \
                                                                  "frozen stages)"
