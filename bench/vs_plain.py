@@ -22,13 +22,16 @@ Usage:
     python bench/vs_plain.py --report                          # rewrite the report from the results
     python bench/vs_plain.py --sets trashnet6 --kinds pretrained --seeds 3 --repredict s160f2e6p128
     python bench/vs_plain.py --kinds pretrained --reuse-reference --recipe "p128=--progressive 128"
+    python bench/vs_plain.py --kinds pretrained --reuse-reference --seeds 4 --recipe "all=--val-fraction 0"
 
 --recipe NAME=ARGS measures a candidate recipe: ours with ARGS after the default command, recorded
 under NAME beside the default rows (with --reuse-reference, against the default row's reference run).
 Candidates go to a table of their own, with the validation accuracy of the epoch best.pt kept: the
 default changes on validation, and only then does the main table (and the README) see it. Where no
 recipe reaches on a set, the report's last table says what bounds it: how many of our epochs at the plain
-script's input size fit in half its time, and how the closest recipe's gap compares with seed noise.
+script's input size fit in half its time, how the closest recipe's gap compares with seed noise, and what
+the validation split costs (the recipe "all=--val-fraction 0": every image trained on, as the plain
+scripts do).
 
 Results accumulate in reports/vs_plain.json, a row per set, kind and seed (a rerun replaces its rows;
 run folders in runs/vs_plain/); the table goes to reports/vs_plain.md, and its main columns to the
@@ -52,6 +55,7 @@ from readme_table import replace_in_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from choices import VAL_FRACTION  # noqa: E402
 from utils import pyplot  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -463,8 +467,8 @@ def bound_table(results):
              "columns: the most accurate recipe within half its time, its gap to the plain script (paired "
              "by seed: a gap within 2 SE of zero is a tie at these seeds), and the plain script's own test "
              "accuracy over its seeds (lowest-highest). The plain script also trains on every image of "
-             "train/, where ours holds 15% out for validation (to keep the best epoch and choose the "
-             "test-time views): the default command with `--val-fraction 0` (a recipe named "
+             f"train/, where ours holds {VAL_FRACTION:.0%} out for validation (to keep the best epoch and "
+             "choose the test-time views): the default command with `--val-fraction 0` (a recipe named "
              f"{EVERY_IMAGE[0]}) measures what that costs.", "",
              "| set | kind | the plain script's epochs | ours at its input size, s per epoch (ours / "
              "plain) | our epochs in half its time | most accurate within half: ours / plain, TTA | ours on "
